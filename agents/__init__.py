@@ -1,0 +1,1 @@
+"""Agents that act in ``rexrag_env`` environments, and how they learn."""

@@ -1,0 +1,197 @@
+"""The ``rexrag`` command line: index, search, serve, quickstart."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+# Quiet defaults before the heavy libraries are imported (see README "pitfalls").
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _add_index_command(commands) -> None:
+    parser = commands.add_parser("index", help="build a retrieval index over a JSONL corpus")
+    parser.add_argument(
+        "--corpus", required=True, help="wiki-18 style JSONL corpus (.jsonl or .jsonl.gz)"
+    )
+    parser.add_argument("--retriever", choices=("bm25", "dense"), default="bm25")
+    parser.add_argument("--out", required=True, help="index directory to write")
+    parser.add_argument(
+        "--encoder",
+        default="minilm",
+        help="dense encoder name or path (default: the packaged MiniLM)",
+    )
+    parser.add_argument("--index-type", choices=("flat", "ivf", "hnsw"), default="flat")
+    parser.add_argument("--batch-size", type=int, default=64, help="dense encoding batch size")
+    parser.add_argument(
+        "--device", default=None, help="encoder device (default: cuda if available)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing index directory"
+    )
+    parser.set_defaults(run=_run_index)
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    from rexrag_env.retrieval.index import build_index
+
+    options = {}
+    if args.retriever == "dense":
+        from rexrag_env.retrieval.dense import EncoderSettings
+
+        options = {
+            "settings": EncoderSettings(model=args.encoder, batch_size=args.batch_size),
+            "index_type": args.index_type,
+            "device": args.device,
+        }
+    start = time.perf_counter()
+    retriever = build_index(
+        args.corpus, args.retriever, args.out, overwrite=args.overwrite, **options
+    )
+    print(
+        f"indexed {len(retriever.corpus)} passages with {args.retriever} into {args.out} "
+        f"in {time.perf_counter() - start:.1f}s"
+    )
+    return 0
+
+
+def _add_search_command(commands) -> None:
+    parser = commands.add_parser("search", help="query an index, the shipped corpus or a service")
+    parser.add_argument("queries", nargs="+", help="one or more queries")
+    parser.add_argument(
+        "--index",
+        default="bm25",
+        help="index directory, 'bm25'/'dense' (shipped corpus) or http(s):// URL",
+    )
+    parser.add_argument("-k", "--topk", type=int, default=3)
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON instead of the agent's view"
+    )
+    parser.set_defaults(run=_run_search)
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    from rexrag_env.protocol import format_passages
+    from rexrag_env.retrieval.factory import make_retriever
+
+    results = make_retriever(args.index).search(args.queries, args.topk)
+    for query, passages in zip(args.queries, results, strict=True):
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "query": query,
+                        "passages": [
+                            {"id": p.id, "score": p.score, "contents": p.contents} for p in passages
+                        ],
+                    }
+                )
+            )
+        else:
+            print(f"# {query}\n{format_passages(passages)}")
+    return 0
+
+
+def _add_serve_command(commands) -> None:
+    parser = commands.add_parser("serve", help="serve an index over HTTP (Search-R1 compatible)")
+    parser.add_argument(
+        "--index", default="bm25", help="index directory or 'bm25'/'dense' (shipped corpus)"
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default loopback; 0.0.0.0 exposes it to the network)",
+    )
+    parser.add_argument("--port", type=int, default=8000)
+    parser.set_defaults(run=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from rexrag_env.retrieval.factory import make_retriever
+    from rexrag_env.retrieval.server import serve
+
+    retriever = make_retriever(args.index)
+    print(
+        f"serving {args.index} ({len(retriever.corpus)} passages) on "
+        f"http://{args.host}:{args.port}/retrieve",
+        flush=True,
+    )
+    serve(retriever, args.host, args.port, description={"index": str(args.index)})
+    return 0
+
+
+def _add_quickstart_command(commands) -> None:
+    parser = commands.add_parser(
+        "quickstart", help="the main job on the shipped data (today: a search agent baseline)"
+    )
+    parser.add_argument("--dataset", default="hotpotqa", help="embedded benchmark or dataset file")
+    parser.add_argument("--retriever", default="bm25")
+    parser.add_argument("--limit", type=int, default=200, help="questions to play")
+    parser.set_defaults(run=_run_quickstart)
+
+
+def _run_quickstart(args: argparse.Namespace) -> int:
+    import gymnasium as gym
+    from tqdm.auto import tqdm
+
+    import rexrag_env
+    from agents.base import run_episode
+    from agents.scripted import SearchOnceAgent
+
+    start = time.perf_counter()
+    env = gym.make(rexrag_env.SEARCH_QA_ENV_ID, dataset=args.dataset, retriever=args.retriever)
+    count = min(args.limit, len(env.unwrapped.examples))
+    print(
+        f"SearchOnceAgent on {count} {args.dataset} questions, {args.retriever} retriever, "
+        f"top-{env.unwrapped.topk} (ready in {time.perf_counter() - start:.1f}s)"
+    )
+    agent = SearchOnceAgent()
+    totals = {"em": 0.0, "f1": 0.0, "cover_em": 0.0}
+    for index in tqdm(range(count), desc="episodes", unit="q"):
+        result = run_episode(env, agent, options={"index": index})
+        for key in totals:
+            totals[key] += result.info[key]
+    summary = "  ".join(f"{key}={100 * value / count:.1f}" for key, value in totals.items())
+    print(f"{summary}  ({time.perf_counter() - start:.1f}s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rexrag", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_quickstart_command(commands)
+    _add_index_command(commands)
+    _add_search_command(commands)
+    _add_serve_command(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rexrag`` console script."""
+    from rexrag_env.datasets import DatasetFormatError
+    from rexrag_env.retrieval.base import RetrievalError
+    from rexrag_env.retrieval.corpus import CorpusFormatError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (
+        RetrievalError,
+        CorpusFormatError,
+        DatasetFormatError,
+        FileNotFoundError,
+        FileExistsError,
+        ValueError,
+        ImportError,
+    ) as error:
+        print(f"rexrag {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Reference agents without a language model: baselines and test drivers."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rexrag_env.reward import normalize_answer
+
+_DOC_TITLE = re.compile(r"Doc \d+\(Title: (.*?)\) ", re.DOTALL)
+
+
+class SearchOnceAgent:
+    """Classic retrieve-then-read without an LLM: search the question, answer from the passages.
+
+    The extractive rule is deliberately simple and not tuned to any benchmark: the
+    answer is the title of the best-ranked passage whose title does not already occur
+    in the question (a question rarely asks for an entity it names).
+    """
+
+    def reset(self, prompt: str, info: dict[str, Any]) -> None:
+        self._question = info["question"]
+        self._searched = False
+
+    def act(self, observation: str, info: dict[str, Any]) -> str:
+        if not self._searched:
+            self._searched = True
+            return f"<think>I will look this up.</think>\n<search> {self._question} </search>"
+        return f"<answer> {self._extract(observation)} </answer>"
+
+    def _extract(self, information: str) -> str:
+        question = f" {normalize_answer(self._question)} "
+        titles = [title.strip().strip('"') for title in _DOC_TITLE.findall(information)]
+        for title in titles:
+            if f" {normalize_answer(title)} " not in question:
+                return title
+        return titles[0] if titles else ""
+
+
+class OracleAgent:
+    """Knows the gold answer (from the reset info): searches once, then answers correctly.
+
+    Used to test environments and to produce demonstrations, never as a baseline.
+    """
+
+    def reset(self, prompt: str, info: dict[str, Any]) -> None:
+        self._question = info["question"]
+        self._answer = info["golden_answers"][0]
+        self._searched = False
+
+    def act(self, observation: str, info: dict[str, Any]) -> str:
+        if not self._searched:
+            self._searched = True
+            return f"<think>Let me search.</think>\n<search> {self._question} </search>"
+        return f"<think>I know it now.</think>\n<answer> {self._answer} </answer>"

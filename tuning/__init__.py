@@ -1,0 +1,1 @@
+"""Ray Tune sweeps over REX-RAG configurations (search spaces, schedulers, result tables)."""
