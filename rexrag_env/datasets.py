@@ -99,13 +99,13 @@ def _read_jsonl(path: Path, data_source: str) -> list[QAExample]:
 
 
 def _question_from_prompt(prompt: Any) -> str:
-    """The question inside a Search-R1 prompt: the text after its last "Question:"."""
-    messages = list(prompt) if not isinstance(prompt, str) else [{"content": prompt}]
-    content = str(messages[-1]["content"])
+    """The question inside a verl prompt: the text after the last "Question:" of the last
+    message (Search-R1 wraps it in its template), or the whole message (DeepResearcher)."""
+    messages = list(prompt) if not isinstance(prompt, str) else [prompt]
+    last = messages[-1]
+    content = str(last["content"] if isinstance(last, Mapping) else last)
     marker = content.rfind("Question:")
-    if marker < 0:
-        raise ValueError('prompt has no "Question:" marker')
-    return content[marker + len("Question:") :].strip()
+    return content[marker + len("Question:") :].strip() if marker >= 0 else content.strip()
 
 
 def _read_parquet(path: Path) -> list[QAExample]:
@@ -135,7 +135,11 @@ def _read_parquet(path: Path) -> list[QAExample]:
             index = extra.get("index", row_number) if isinstance(extra, Mapping) else row_number
             examples.append(
                 QAExample.from_mapping(
-                    {"id": f"{source}-{index}", "question": question, "golden_answers": answers},
+                    {
+                        "id": index if isinstance(index, str) else f"{source}-{index}",
+                        "question": question,
+                        "golden_answers": answers,
+                    },
                     data_source=source,
                 )
             )

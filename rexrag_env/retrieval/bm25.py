@@ -13,7 +13,7 @@ import bm25s
 import numpy as np
 import Stemmer
 
-from rexrag_env.retrieval.base import Passage, check_search_args
+from rexrag_env.retrieval.base import IndexedRetriever, Passage, check_search_args
 from rexrag_env.retrieval.corpus import Corpus
 
 _PARAMS_FILE = "rexrag_bm25.json"
@@ -24,7 +24,7 @@ def _make_tokenizer(stemmer_language: str | None) -> bm25s.tokenization.Tokenize
     return bm25s.tokenization.Tokenizer(stemmer=stemmer, stopwords="en")
 
 
-class BM25Retriever:
+class BM25Retriever(IndexedRetriever):
     """BM25 over a :class:`Corpus`.
 
     Args:

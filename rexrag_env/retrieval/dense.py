@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from rexrag_env.retrieval.base import Passage, RetrievalError, check_search_args
+from rexrag_env.retrieval.base import IndexedRetriever, Passage, RetrievalError, check_search_args
 from rexrag_env.retrieval.corpus import Corpus
 
 DEFAULT_ENCODER = "minilm"
@@ -88,17 +88,18 @@ class Encoder:
             self.model.half()
         if settings.max_length:
             self.model.max_seq_length = settings.max_length
-        prompts = getattr(self.model, "prompts", None) or {}
+        # sentence-transformers configs often declare empty prompts: only non-empty ones count
+        declared = getattr(self.model, "prompts", None) or {}
+        prompts = {name: text for name, text in declared.items() if text}
         is_e5 = "e5" in Path(settings.model).name.lower()
         if settings.query_prefix is None:
             settings.query_prefix = prompts.get("query", "query: " if is_e5 else "")
         if settings.passage_prefix is None:
-            declared = prompts.get("passage", prompts.get("document"))
-            settings.passage_prefix = (
-                declared if declared is not None else ("passage: " if is_e5 else "")
-            )
+            fallback = "passage: " if is_e5 else ""
+            settings.passage_prefix = prompts.get("passage", prompts.get("document", fallback))
         self.settings = settings
-        self.dimension = int(self.model.get_sentence_embedding_dimension())
+        dimension = getattr(self.model, "get_embedding_dimension", None)
+        self.dimension = int((dimension or self.model.get_sentence_embedding_dimension)())
 
     def _encode(self, texts: list[str], prefix: str) -> np.ndarray:
         embeddings = self.model.encode(
@@ -157,7 +158,7 @@ def _to_gpu_if_available(faiss, index, use_gpu: bool | None):
     return faiss.index_cpu_to_all_gpus(index, co=options)
 
 
-class DenseRetriever:
+class DenseRetriever(IndexedRetriever):
     """Encoder + FAISS inner-product index over a :class:`Corpus`.
 
     Args:

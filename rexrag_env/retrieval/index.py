@@ -100,11 +100,13 @@ def load_retriever(
             f"{corpus_file} has {len(corpus)}: rebuild the index"
         )
     try:
-        return _backend(meta["kind"]).load(directory, corpus, **options)
+        retriever = _backend(meta["kind"]).load(directory, corpus, **options)
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         if isinstance(error, RetrievalError):
             raise
         raise RetrievalError(f"cannot load index {directory}: {error}") from error
+    retriever.index_dir = str(directory.resolve())
+    return retriever
 
 
 def _backend(kind: str):

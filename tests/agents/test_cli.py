@@ -1,0 +1,96 @@
+"""The `rexrag` command, run in a subprocess as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def rexrag(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "agents.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+    )
+
+
+def test_index_then_search_json(tmp_path, hotpot_slice):
+    built = rexrag(
+        "index",
+        "--corpus",
+        str(hotpot_slice),
+        "--retriever",
+        "bm25",
+        "--out",
+        str(tmp_path / "idx"),
+    )
+    assert built.returncode == 0, built.stderr
+    assert "indexed 250 passages with bm25" in built.stdout
+    found = rexrag("search", "--index", str(tmp_path / "idx"), "-k", "2", "--json", "Neil Peart")
+    assert found.returncode == 0, found.stderr
+    record = json.loads(found.stdout)
+    assert record["query"] == "Neil Peart" and len(record["passages"]) == 2
+
+
+def test_search_prints_the_agents_view_of_the_shipped_corpus():
+    found = rexrag("search", "Neil Peart drummer")
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.startswith("# Neil Peart drummer\nDoc 1(Title: ")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["index", "--corpus", "/no/such.jsonl", "--out", "/tmp/x"], "does not exist"),
+        (["search", "--index", "/no/such/dir", "q"], "is not one of"),
+        (["search", "--index", "http://127.0.0.1:9", "q"], "unavailable"),
+    ],
+)
+def test_errors_are_one_clear_line(args, message):
+    result = rexrag(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_quickstart_runs_the_main_job():
+    result = rexrag("quickstart", "--limit", "20")
+    assert result.returncode == 0, result.stderr
+    assert "SearchOnceAgent on 20 hotpotqa questions" in result.stdout
+    assert "em=" in result.stdout
+
+
+def test_serve_binds_loopback_by_default_and_answers(tmp_path):
+    import socket
+    import time
+
+    from rexrag_env.retrieval.client import HTTPRetriever
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "agents.cli", "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        client = HTTPRetriever(f"http://127.0.0.1:{port}", timeout=5, max_retries=0)
+        deadline = time.time() + 120
+        while True:
+            try:
+                assert client.health()["status"] == "ok"
+                break
+            except Exception:
+                if time.time() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.5)
+        assert len(client.search(["Neil Peart"], 3)[0]) == 3
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0]
+    assert f"on http://127.0.0.1:{port}/retrieve" in output

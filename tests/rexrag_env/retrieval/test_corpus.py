@@ -1,0 +1,87 @@
+import gzip
+import json
+import pickle
+
+import pytest
+
+from rexrag_env.embedded import embedded_corpus_path
+from rexrag_env.retrieval.corpus import Corpus, CorpusFormatError
+
+
+def write_lines(path, lines):
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def test_shipped_corpus_random_access():
+    corpus = Corpus(embedded_corpus_path())
+    assert len(corpus) == 23236
+    first, last = corpus[0], corpus[-1]
+    assert first.id == "flashrag-0" and first.title == "Evan Morris"
+    assert first.title_line == '"Evan Morris"' and first.text.startswith(
+        "Evan Morris Evan L. Morris"
+    )
+    assert last.id == corpus[len(corpus) - 1].id
+    with pytest.raises(IndexError):
+        corpus[len(corpus)]
+
+
+def test_blank_lines_unicode_and_title_text_layout(tmp_path):
+    path = write_lines(
+        tmp_path / "c.jsonl",
+        [
+            json.dumps({"id": "a", "contents": '"Zürich"\nA city ✓'}),
+            "",
+            json.dumps({"title": "Bern", "text": "Capital."}),
+            json.dumps({"contents": "NoId\nrow without id"}),
+        ],
+    )
+    corpus = Corpus(path)
+    assert len(corpus) == 3 and corpus[1].id == "1"  # a missing id becomes the row number
+    assert corpus[0].title == "Zürich" and corpus[0].text == "A city ✓"
+    assert corpus[1].contents == '"Bern"\nCapital.'
+    assert corpus[2].id == "2"
+
+
+def test_gzip_corpus_is_read_like_plain(tmp_path):
+    lines = [json.dumps({"id": str(i), "contents": f"T{i}\ntext {i}"}) for i in range(5)]
+    with gzip.open(tmp_path / "c.jsonl.gz", "wt", encoding="utf-8") as handle:
+        handle.write("\n".join(lines))  # no trailing newline
+    corpus = Corpus(tmp_path / "c.jsonl.gz")
+    assert len(corpus) == 5 and corpus[4].contents == "T4\ntext 4"
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "message"),
+    [
+        ("{not json", "line 2 is not JSON"),
+        ("[1, 2]", "line 2 is not a JSON object"),
+        (json.dumps({"id": "x", "text": "no title"}), 'line 2 needs a string "contents"'),
+    ],
+)
+def test_malformed_lines_name_file_and_line(tmp_path, bad_line, message):
+    path = write_lines(
+        tmp_path / "bad.jsonl", [json.dumps({"id": "0", "contents": "T\nx"}), bad_line]
+    )
+    corpus = Corpus(path)
+    assert corpus[0].id == "0"  # the good line is still readable
+    with pytest.raises(CorpusFormatError, match=f"{path}: {message}"):
+        list(corpus.iter_contents())
+
+
+def test_missing_empty_and_truncated_gzip_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Corpus(tmp_path / "nope.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    with pytest.raises(CorpusFormatError, match="no passages"):
+        Corpus(tmp_path / "empty.jsonl")
+    data = gzip.compress(b'{"id": "0", "contents": "T\\nx"}\n' * 1000)
+    (tmp_path / "cut.jsonl.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorpusFormatError, match="cannot decompress"):
+        Corpus(tmp_path / "cut.jsonl.gz")
+
+
+def test_corpus_pickles_by_path(tmp_path):
+    path = write_lines(tmp_path / "c.jsonl", [json.dumps({"id": "a", "contents": "T\nx"})])
+    clone = pickle.loads(pickle.dumps(Corpus(path)))
+    assert clone[0].id == "a"

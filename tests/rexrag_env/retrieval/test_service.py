@@ -1,0 +1,142 @@
+"""The retrieval service and its client over real HTTP on loopback."""
+
+import socket
+
+import pytest
+import requests
+
+from rexrag_env.retrieval.base import RetrievalError, RetrieverUnavailableError
+from rexrag_env.retrieval.client import HTTPRetriever
+from rexrag_env.retrieval.server import MAX_QUERIES_PER_REQUEST, background_server
+
+
+@pytest.fixture(scope="module")
+def service(bm25_retriever):
+    with background_server(bm25_retriever, description={"index": "bm25"}) as url:
+        yield url
+
+
+def test_health(service):
+    assert service.startswith("http://127.0.0.1:")
+    health = HTTPRetriever(service).health()
+    assert health == {"status": "ok", "num_passages": 23236, "index": "bm25"}
+
+
+def test_client_results_equal_in_process_results(service, bm25_retriever):
+    queries = ["Neil Peart drummer", "Tottenham Hotspur nickname", "ünïcödé ✓ query"]
+    remote = HTTPRetriever(service + "/retrieve").search(queries, 4)
+    local = bm25_retriever.search(queries, 4)
+    assert [[(p.id, p.contents) for p in r] for r in remote] == [
+        [(p.id, p.contents) for p in r] for r in local
+    ]
+    assert [p.score for p in remote[0]] == pytest.approx([p.score for p in local[0]])
+
+
+def test_search_r1_wire_format(service):
+    body = {"queries": ["Neil Peart"], "topk": 2, "return_scores": True}
+    result = requests.post(service + "/retrieve", json=body, timeout=10).json()["result"]
+    assert len(result) == 1 and len(result[0]) == 2
+    assert set(result[0][0]) == {"document", "score"}
+    assert set(result[0][0]["document"]) == {"id", "contents"}
+    plain = requests.post(
+        service + "/retrieve", json={"queries": ["Neil Peart"]}, timeout=10
+    ).json()
+    assert len(plain["result"][0]) == 3 and set(plain["result"][0][0]) == {"id", "contents"}
+
+
+@pytest.mark.parametrize(
+    ("payload", "status"),
+    [
+        (b"{not json", 422),
+        (b"[]", 422),
+        (b'{"topk": 3}', 422),
+        (b'{"queries": []}', 422),
+        (b'{"queries": "one string"}', 422),
+        (b'{"queries": ["a", 5]}', 422),
+        (b'{"queries": ["a"], "topk": 0}', 422),
+        (b'{"queries": ["a"], "topk": 100000}', 422),
+        (('{"queries": ["%s"]}' % ("x" * 10_000)).encode(), 422),
+        (('{"queries": [%s]}' % ",".join(['"q"'] * (MAX_QUERIES_PER_REQUEST + 1))).encode(), 422),
+    ],
+)
+def test_bad_requests_get_4xx_and_the_service_survives(service, payload, status):
+    response = requests.post(
+        service + "/retrieve",
+        data=payload,
+        timeout=10,
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == status
+    assert response.json()["detail"]
+    assert HTTPRetriever(service).health()["status"] == "ok"
+
+
+def test_topk_above_corpus_size_is_rejected():
+    class TinyCorpusRetriever:
+        corpus = ["only", "two"]
+
+        def search(self, queries, k):
+            raise AssertionError("must not be called")
+
+    with background_server(TinyCorpusRetriever()) as url:
+        response = requests.post(url + "/retrieve", json={"queries": ["a"], "topk": 3}, timeout=10)
+    assert response.status_code == 422 and "corpus size (2)" in response.json()["detail"]
+
+
+def test_client_reports_4xx_without_retrying(service):
+    with pytest.raises(RetrievalError, match="rejected the request"):
+        HTTPRetriever(service, max_retries=5, backoff=10.0).search(["x" * 10_000], 3)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_service_down_is_a_clear_error_naming_the_url():
+    url = f"http://127.0.0.1:{_free_port()}"
+    client = HTTPRetriever(url, timeout=1.0, max_retries=2, backoff=0.01)
+    with pytest.raises(
+        RetrieverUnavailableError, match=rf"{url}/retrieve is unavailable after 3 attempts"
+    ):
+        client.search(["q"], 3)
+    with pytest.raises(RetrieverUnavailableError, match="rexrag serve"):
+        client.health()
+
+
+def test_backend_failure_is_a_500_and_the_client_retries_then_gives_up():
+    class BrokenRetriever:
+        calls = 0
+
+        def search(self, queries, k):
+            BrokenRetriever.calls += 1
+            raise RuntimeError("index file vanished")
+
+    with background_server(BrokenRetriever()) as url:
+        client = HTTPRetriever(url, max_retries=1, backoff=0.01)
+        with pytest.raises(RetrieverUnavailableError, match="index file vanished"):
+            client.search(["q"], 3)
+        assert BrokenRetriever.calls == 2
+        assert client.health()["status"] == "ok"
+
+
+def test_garbage_answer_is_a_clear_error():
+    class WrongCountRetriever:
+        def search(self, queries, k):
+            return []  # no result list at all
+
+    with (
+        background_server(WrongCountRetriever()) as url,
+        pytest.raises(RetrievalError, match="malformed"),
+    ):
+        HTTPRetriever(url).search(["q"], 3)
+
+
+def test_env_works_through_the_service(service):
+    import rexrag_env
+
+    env = rexrag_env.SearchQAEnv(dataset="hotpotqa", retriever=service)
+    env.reset(seed=1)
+    obs, *_ = env.step("<search>Neil Peart</search>")
+    assert "Neil Peart" in obs
