@@ -34,7 +34,7 @@ def test_check_env_passes(env):
 
 
 def test_search_then_correct_answer(env):
-    prompt, info = env.reset(seed=0)
+    _, info = env.reset(seed=0)
     assert info["golden_answers"] == ["Rush"] and info["turn"] == 0
     obs, reward, terminated, truncated, info = env.step(
         "<think>I need to search.</think>\n<search> Neil Peart drummer </search>"
