@@ -1,0 +1,1 @@
+"""Language-model generation for agents: one token-in/token-out interface, several backends."""
