@@ -9,6 +9,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+from rexrag_env.embedded import EMBEDDED_DATASETS as EMBEDDED_DATASET_NAMES
+
 # Quiet defaults before the heavy libraries are imported (see README "pitfalls").
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -155,9 +157,84 @@ def _run_quickstart(args: argparse.Namespace) -> int:
     for index in tqdm(range(count), desc="episodes", unit="q"):
         result = run_episode(env, agent, options={"index": index})
         for key in totals:
-            totals[key] += result.info[key]
+            totals[key] += result.scores[key]
     summary = "  ".join(f"{key}={100 * value / count:.1f}" for key, value in totals.items())
     print(f"{summary}  ({time.perf_counter() - start:.1f}s)")
+    return 0
+
+
+AGENTS = ("search-once", "no-search", "oracle", "llm", "openai")
+
+
+def _add_eval_command(commands) -> None:
+    parser = commands.add_parser(
+        "eval", help="evaluate an agent on the QA benchmarks (pinned protocol)"
+    )
+    parser.add_argument("--agent", choices=AGENTS, default="search-once")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="llm: alias (tiny, smollm2-135m), hub name or path; openai: served model name",
+    )
+    parser.add_argument(
+        "--base-url",
+        default="http://127.0.0.1:8000/v1",
+        help="openai: root of the OpenAI-compatible API",
+    )
+    parser.add_argument(
+        "--datasets",
+        default=",".join(EMBEDDED_DATASET_NAMES),
+        help="comma-separated embedded benchmark names or dataset files",
+    )
+    parser.add_argument(
+        "--retriever",
+        default="bm25",
+        help="'bm25'/'dense' (shipped corpus), index directory or service URL",
+    )
+    parser.add_argument("--topk", type=int, default=3)
+    parser.add_argument("--max-turns", type=int, default=5)
+    parser.add_argument(
+        "--limit", type=int, default=None, help="questions per dataset (default all)"
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="episodes played at once")
+    parser.add_argument("--out", default="out/eval", help="results directory (re-run to resume)")
+    parser.set_defaults(run=_run_eval)
+
+
+def make_agent(args: argparse.Namespace):
+    """The BatchAgent named on the command line."""
+    from agents.base import SequentialAgents
+    from agents.scripted import NoSearchAgent, OracleAgent, SearchOnceAgent
+
+    scripted = {"search-once": SearchOnceAgent, "no-search": NoSearchAgent, "oracle": OracleAgent}
+    if args.agent in scripted:
+        return SequentialAgents(scripted[args.agent])
+    if not args.model:
+        raise ValueError(f"--agent {args.agent} needs --model")
+    if args.agent == "openai":
+        from agents.llm.openai_agent import OpenAIChatAgent
+
+        return SequentialAgents(lambda: OpenAIChatAgent(args.base_url, args.model))
+    from agents.llm.hf import HFGenerator
+    from agents.llm_agent import LLMAgent
+
+    return LLMAgent(HFGenerator.from_pretrained(args.model))
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from agents.evaluation import EvalProtocol, evaluate
+
+    protocol = EvalProtocol(
+        datasets=tuple(name.strip() for name in args.datasets.split(",") if name.strip()),
+        retriever=args.retriever,
+        topk=args.topk,
+        max_turns=args.max_turns,
+        limit=args.limit,
+        decoding="greedy" if args.agent in ("llm", "openai") else "scripted",
+    )
+    print(f"agent: {args.agent}" + (f" model={args.model}" if args.model else ""))
+    evaluate(make_agent(args), protocol, args.out, batch_size=args.batch_size)
+    print(f"results in {args.out}/ (per-question <dataset>.jsonl, summary.md, summary.json)")
     return 0
 
 
@@ -165,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rexrag", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_quickstart_command(commands)
+    _add_eval_command(commands)
     _add_index_command(commands)
     _add_search_command(commands)
     _add_serve_command(commands)

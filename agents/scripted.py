@@ -10,6 +10,34 @@ from rexrag_env.reward import normalize_answer
 _DOC_TITLE = re.compile(r"Doc \d+\(Title: (.*?)\) ", re.DOTALL)
 
 
+_YES_NO_OPENERS = frozenset(("is", "are", "was", "were", "do", "does", "did", "can", "could"))
+_CAPITALISED_RUN = re.compile(r"(?:[A-Z][\w'.-]*)(?:\s+(?:of|the|de|von|[A-Z][\w'.-]*))*")
+
+
+class NoSearchAgent:
+    """Answers at once, without searching, from a guess it can make from the question alone.
+
+    The guess: "yes" for a yes/no question (it opens with an auxiliary verb), else the
+    longest capitalised phrase of the question past its first word. This is the
+    "closed-book" floor every search agent must beat; it is not tuned to any benchmark.
+    """
+
+    def reset(self, prompt: str, info: dict[str, Any]) -> None:
+        self._question = info["question"].strip()
+
+    def act(self, observation: str, info: dict[str, Any]) -> str:
+        return f"<answer> {self.guess(self._question)} </answer>"
+
+    @staticmethod
+    def guess(question: str) -> str:
+        words = question.split()
+        if words and words[0].lower() in _YES_NO_OPENERS:
+            return "yes"
+        body = question[len(words[0]) :] if words else ""
+        phrases = _CAPITALISED_RUN.findall(body)
+        return max(phrases, key=len).strip() if phrases else ""
+
+
 class SearchOnceAgent:
     """Classic retrieve-then-read without an LLM: search the question, answer from the passages.
 

@@ -1,0 +1,205 @@
+"""The evaluation harness: one pinned protocol over the seven QA benchmarks.
+
+Results of search agents are only comparable when corpus, retriever, top-k, turn
+budget, decoding and the EM definition are the same; the harness fixes them in an
+:class:`EvalProtocol`, prints it in the report header and stores it next to the results.
+Per-question records are appended to one JSONL file per dataset as soon as they
+exist, so an interrupted run loses nothing and a re-run skips what is done.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from agents.base import BatchAgent
+from rexrag_env.datasets import QAExample, load_qa_dataset
+from rexrag_env.embedded import EMBEDDED_DATASETS
+from rexrag_env.env import SearchQAEnv
+from rexrag_env.retrieval.base import Retriever
+from rexrag_env.retrieval.factory import make_retriever
+
+METRICS = ("em", "f1", "cover_em")
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """Everything that must match for two evaluation numbers to be comparable."""
+
+    datasets: tuple[str, ...] = EMBEDDED_DATASETS
+    retriever: str = "bm25"
+    topk: int = 3
+    max_turns: int = 5
+    limit: int | None = None
+    decoding: str = "greedy"
+    metric: str = "EM after SQuAD normalisation vs any gold answer, last <answer> span"
+
+    def header(self) -> str:
+        limit = "all" if self.limit is None else f"first {self.limit}"
+        return (
+            f"protocol: retriever={self.retriever} top-k={self.topk} max_turns={self.max_turns}+1 "
+            f"decoding={self.decoding} questions={limit} per dataset\n"
+            f"metric: {self.metric}"
+        )
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a results file; a torn last line (a killed run) is dropped."""
+    if not path.is_file():
+        return []
+    records = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                break  # written half-way when the previous run died; it is redone
+            raise ValueError(f"results file {path}: line {number} is corrupt ({error})") from error
+    return records
+
+
+def _append_records(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        handle.flush()
+
+
+def _rewrite_without_torn_line(path: Path, records: list[dict[str, Any]]) -> None:
+    if path.is_file() and len(path.read_text(encoding="utf-8").splitlines()) != len(records):
+        path.write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
+        )
+
+
+def evaluate_dataset(
+    agent: BatchAgent,
+    name: str,
+    examples: Sequence[QAExample],
+    retriever: Retriever,
+    protocol: EvalProtocol,
+    out_file: Path,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Play every not-yet-recorded question of one dataset and append its record."""
+    records = read_records(out_file)
+    _rewrite_without_torn_line(out_file, records)
+    done = {record["id"] for record in records}
+    todo = [example for example in examples if example.id not in done]
+    envs = [
+        SearchQAEnv(
+            dataset=[examples[0]],
+            retriever=retriever,
+            max_turns=protocol.max_turns,
+            topk=protocol.topk,
+        )
+        for _ in range(min(batch_size, max(len(todo), 1)))
+    ]
+    with tqdm(
+        total=len(examples),
+        initial=len(examples) - len(todo),
+        desc=name,
+        unit="q",
+        disable=not progress,
+    ) as bar:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            trajectories = agent.play(
+                envs[: len(chunk)], [{"example": example} for example in chunk]
+            )
+            new_records = [trajectory.to_record() for trajectory in trajectories]
+            _append_records(out_file, new_records)
+            records.extend(new_records)
+            bar.update(len(chunk))
+    return records
+
+
+def summarize(records_by_dataset: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    """Mean EM / F1 / cover-EM (×100) and search counts per dataset, plus their average."""
+    summary = {}
+    for name, records in records_by_dataset.items():
+        count = max(len(records), 1)
+        row = {metric: 100 * sum(r[metric] for r in records) / count for metric in METRICS}
+        row["searches"] = sum(r["num_searches"] for r in records) / count
+        row["n"] = len(records)
+        summary[name] = row
+    if summary:
+        summary["average"] = {
+            key: sum(row[key] for row in summary.values()) / len(summary)
+            for key in (*METRICS, "searches")
+        }
+        summary["average"]["n"] = sum(
+            row["n"] for name, row in summary.items() if name != "average"
+        )
+    return summary
+
+
+def format_summary(summary: dict[str, dict[str, float]]) -> str:
+    """A Markdown table in the order of the paper's results table."""
+    names = [name for name in summary if name != "average"]
+    header = "| metric | " + " | ".join(names) + " | avg |"
+    lines = [header, "|" + "---|" * (len(names) + 2)]
+    for metric in (*METRICS, "searches"):
+        cells = [
+            f"{summary[name][metric]:.1f}"
+            if metric != "searches"
+            else f"{summary[name][metric]:.2f}"
+            for name in [*names, "average"]
+        ]
+        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+    lines.append(
+        "| questions | " + " | ".join(str(int(summary[n]["n"])) for n in [*names, "average"]) + " |"
+    )
+    return "\n".join(lines)
+
+
+def evaluate(
+    agent: BatchAgent,
+    protocol: EvalProtocol,
+    out_dir: str | Path,
+    batch_size: int = 16,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict[str, float]]:
+    """Evaluate ``agent`` under ``protocol`` into ``out_dir``.
+
+    Writes ``<dataset>.jsonl`` (one record per question), ``summary.json`` and ``summary.md``.
+
+    Re-running with the same ``out_dir`` resumes: recorded questions are skipped. A
+    different protocol in an existing ``out_dir`` is refused, so results of two
+    protocols never mix in one file.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    protocol_file = out / "protocol.json"
+    if protocol_file.is_file() and json.loads(protocol_file.read_text()) != json.loads(
+        json.dumps(asdict(protocol))
+    ):
+        raise ValueError(
+            f"{out} holds results of another protocol ({protocol_file}); use a new --out"
+        )
+    protocol_file.write_text(json.dumps(asdict(protocol), indent=2))
+    log(protocol.header())
+    retriever = make_retriever(protocol.retriever)
+    results = {}
+    for dataset in protocol.datasets:
+        name = dataset if dataset in EMBEDDED_DATASETS else Path(dataset).stem
+        examples = load_qa_dataset(dataset)[: protocol.limit]
+        results[name] = evaluate_dataset(
+            agent, name, examples, retriever, protocol, out / f"{name}.jsonl", batch_size, progress
+        )
+    summary = summarize(results)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    table = format_summary(summary)
+    (out / "summary.md").write_text(protocol.header() + "\n\n" + table + "\n")
+    log(table)
+    return summary

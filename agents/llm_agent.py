@@ -1,0 +1,116 @@
+"""LLMAgent: one generation backend driving many environments, token in / token out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+
+from agents.llm.base import Generator, SamplingParams
+from agents.trajectory import Component, Trajectory
+
+#: Search-R1 truncates every observation to this many tokens (spec §1.2).
+DEFAULT_MAX_OBSERVATION_TOKENS = 500
+
+
+class ChatTemplateMissingError(ValueError):
+    """The tokenizer has no chat template but the agent was asked to use one."""
+
+
+class LLMAgent:
+    """Plays many ``SearchQAEnv`` episodes at once with one :class:`Generator`.
+
+    Each turn makes one batched ``generate`` call over all active trajectories; the
+    environments then run their searches and the observation tokens are appended.
+    Finished trajectories leave the batch. The chat template is applied once, to the
+    prompt; sampled ids are appended exactly as sampled and never re-encoded, and every
+    token gets a :class:`Component` label (DESIGN.md principle 1): MODEL for sampled
+    tokens, INFO for ``<information>`` blocks, FEEDBACK for the invalid-action notice.
+
+    Args:
+        generator: the sampling backend (HF, vLLM, …).
+        sampling: per-turn sampling parameters (default: greedy, 500 tokens, stop after
+            an action).
+        max_observation_tokens: observations are cut to this many tokens.
+        use_chat_template: wrap the prompt with the tokenizer's chat template (as the
+            official code always does, base models included).
+    """
+
+    def __init__(
+        self,
+        generator: Generator,
+        sampling: SamplingParams | None = None,
+        max_observation_tokens: int = DEFAULT_MAX_OBSERVATION_TOKENS,
+        use_chat_template: bool = True,
+    ):
+        tokenizer = generator.tokenizer
+        if use_chat_template and not getattr(tokenizer, "chat_template", None):
+            raise ChatTemplateMissingError(
+                f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template: "
+                "use a model with one, set tokenizer.chat_template, or pass use_chat_template=False"
+            )
+        self.generator = generator
+        self.tokenizer = tokenizer
+        self.sampling = sampling or SamplingParams(temperature=0.0)
+        self.max_observation_tokens = max_observation_tokens
+        self.use_chat_template = use_chat_template
+
+    def prompt_ids(self, prompt: str, reset_info: dict[str, Any]) -> list[int]:
+        """Token ids of the prompt, chat template applied when configured."""
+        if self.use_chat_template:
+            return list(
+                self.tokenizer.apply_chat_template(
+                    reset_info["messages"],
+                    add_generation_prompt=True,
+                    tokenize=True,
+                    return_dict=False,
+                )
+            )
+        return self.tokenizer.encode(prompt, add_special_tokens=False)
+
+    def observation_ids(self, observation: str) -> list[int]:
+        return self.tokenizer.encode(observation, add_special_tokens=False)[
+            : self.max_observation_tokens
+        ]
+
+    def play(
+        self, envs: Sequence[gym.Env], options: Sequence[dict[str, Any] | None]
+    ) -> list[Trajectory]:
+        trajectories = []
+        for env, option in zip(envs, options, strict=True):
+            prompt, info = env.reset(options=option)
+            trajectory = Trajectory.start(prompt, info)
+            trajectory.extend(self.prompt_ids(prompt, info), Component.PROMPT)
+            trajectory.prompt_length = len(trajectory.token_ids)
+            trajectories.append(trajectory)
+        self.continue_trajectories(envs, trajectories)
+        return trajectories
+
+    def continue_trajectories(
+        self, envs: Sequence[gym.Env], trajectories: Sequence[Trajectory]
+    ) -> None:
+        """Run every unfinished trajectory in its env until it ends, one batched turn at a time.
+
+        Also the entry point for trajectories that do not start at the prompt (a probe
+        resumes from a copied prefix in an env reset at the probe's turn).
+        """
+        active = [i for i, trajectory in enumerate(trajectories) if not trajectory.finished]
+        while active:
+            generations = self.generator.generate(
+                [trajectories[i].token_ids for i in active], self.sampling
+            )
+            still_active = []
+            for i, generation in zip(active, generations, strict=True):
+                trajectory = trajectories[i]
+                trajectory.extend(generation.token_ids, Component.MODEL, generation.logprobs)
+                observation, _, terminated, truncated, info = envs[i].step(generation.text)
+                label = Component.FEEDBACK if info["action_type"] == "invalid" else Component.INFO
+                observation_ids = self.observation_ids(observation) if observation else []
+                trajectory.extend(observation_ids, label)
+                if len(observation_ids) == self.max_observation_tokens:  # what the model saw
+                    observation = self.tokenizer.decode(observation_ids)
+                trajectory.record_step(generation.text, observation, terminated, truncated, info)
+                if not trajectory.finished:
+                    still_active.append(i)
+            active = still_active
