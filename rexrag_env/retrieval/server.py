@@ -88,22 +88,18 @@ def serve(
 
 
 @contextmanager
-def background_server(
-    retriever: Retriever, host: str = "127.0.0.1", port: int = 0, description: dict | None = None
-) -> Iterator[str]:
-    """Run the service in a thread for the duration of a ``with`` block; yields its URL.
+def background_app(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run any ASGI ``app`` in a thread for the duration of a ``with`` block; yields its URL.
 
     ``port=0`` takes a free port. Used by tests and benchmarks, and handy in notebooks.
     """
-    config = uvicorn.Config(
-        make_app(retriever, description), host=host, port=port, log_level="warning", lifespan="off"
-    )
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="rexrag-retrieval-server", daemon=True)
+    thread = threading.Thread(target=server.run, name="rexrag-background-server", daemon=True)
     thread.start()
     while not server.started:
         if not thread.is_alive():
-            raise RuntimeError(f"retrieval server failed to start on {host}:{port}")
+            raise RuntimeError(f"server failed to start on {host}:{port}")
         thread.join(0.01)
     bound_port = server.servers[0].sockets[0].getsockname()[1]
     try:
@@ -111,3 +107,10 @@ def background_server(
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def background_server(
+    retriever: Retriever, host: str = "127.0.0.1", port: int = 0, description: dict | None = None
+):
+    """The retrieval service for ``retriever`` in a thread (see :func:`background_app`)."""
+    return background_app(make_app(retriever, description), host, port)

@@ -63,15 +63,12 @@ def test_quickstart_runs_the_main_job():
     assert "em=" in result.stdout
 
 
-def test_serve_binds_loopback_by_default_and_answers(tmp_path):
-    import socket
+def test_serve_binds_loopback_by_default_and_answers(free_port):
     import time
 
     from rexrag_env.retrieval.client import HTTPRetriever
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port
     server = subprocess.Popen(
         [sys.executable, "-m", "agents.cli", "serve", "--port", str(port)],
         stdout=subprocess.PIPE,
@@ -94,3 +91,37 @@ def test_serve_binds_loopback_by_default_and_answers(tmp_path):
         server.terminate()
         output = server.communicate(timeout=30)[0]
     assert f"on http://127.0.0.1:{port}/retrieve" in output
+
+
+def test_eval_command_writes_records_and_table(tmp_path):
+    out = tmp_path / "eval"
+    result = rexrag(
+        "eval",
+        "--agent",
+        "no-search",
+        "--datasets",
+        "bamboogle,nq",
+        "--limit",
+        "5",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "protocol: retriever=bm25 top-k=3" in result.stdout
+    assert "| em |" in result.stdout and (out / "summary.md").is_file()
+    assert len((out / "nq.jsonl").read_text().splitlines()) == 5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["eval", "--agent", "gpt-9"], "invalid choice"),
+        (["eval", "--datasets", "nosuchset", "--limit", "1"], "neither an embedded dataset"),
+        (["eval", "--agent", "llm", "--limit", "1"], "needs --model"),
+        (["eval", "--agent", "llm", "--model", "/no/such/model", "--limit", "1"], "/no/such/model"),
+    ],
+)
+def test_eval_bad_input(tmp_path, args, message):
+    result = rexrag(*args, "--out", str(tmp_path / "o"))
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr

@@ -1,7 +1,6 @@
 """The retrieval service and its client over real HTTP on loopback."""
 
 import json
-import socket
 
 import pytest
 import requests
@@ -89,14 +88,8 @@ def test_client_reports_4xx_without_retrying(service):
         HTTPRetriever(service, max_retries=5, backoff=10.0).search(["x" * 10_000], 3)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_service_down_is_a_clear_error_naming_the_url():
-    url = f"http://127.0.0.1:{_free_port()}"
+def test_service_down_is_a_clear_error_naming_the_url(free_port):
+    url = f"http://127.0.0.1:{free_port}"
     client = HTTPRetriever(url, timeout=1.0, max_retries=2, backoff=0.01)
     with pytest.raises(
         RetrieverUnavailableError, match=rf"{url}/retrieve is unavailable after 3 attempts"
