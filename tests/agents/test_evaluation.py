@@ -11,6 +11,11 @@ from agents.scripted import OracleAgent, SearchOnceAgent
 PROTOCOL = EvalProtocol(datasets=("bamboogle", "musique"), limit=6)
 
 
+def run(agent, protocol, out, **options):
+    """The harness, quietly."""
+    return evaluate(agent, protocol, out, progress=False, log=lambda _: None, **options)
+
+
 class CrashingAgents(SequentialAgents):
     """Plays `budget` episodes, then dies like a killed process would."""
 
@@ -36,14 +41,7 @@ class CountingAgents(SequentialAgents):
 
 
 def test_records_and_summary(tmp_path, bm25_retriever):
-    summary = evaluate(
-        SequentialAgents(SearchOnceAgent),
-        PROTOCOL,
-        tmp_path,
-        batch_size=4,
-        progress=False,
-        log=lambda _: None,
-    )
+    summary = run(SequentialAgents(SearchOnceAgent), PROTOCOL, tmp_path, batch_size=4)
     records = read_records(tmp_path / "bamboogle.jsonl")
     assert len(records) == 6
     record = records[0]
@@ -72,21 +70,14 @@ def test_records_and_summary(tmp_path, bm25_retriever):
 
 def test_interrupted_run_resumes_without_losing_or_repeating(tmp_path, bm25_retriever):
     with pytest.raises(KeyboardInterrupt):
-        evaluate(
-            CrashingAgents(budget=4),
-            PROTOCOL,
-            tmp_path,
-            batch_size=2,
-            progress=False,
-            log=lambda _: None,
-        )
+        run(CrashingAgents(budget=4), PROTOCOL, tmp_path, batch_size=2)
     kept = read_records(tmp_path / "bamboogle.jsonl")
     assert len(kept) == 4
     # a torn line from the crash is dropped and its question redone
     with (tmp_path / "bamboogle.jsonl").open("a") as handle:
         handle.write('{"id": "torn", "em": ')
     agents = CountingAgents()
-    summary = evaluate(agents, PROTOCOL, tmp_path, batch_size=2, progress=False, log=lambda _: None)
+    summary = run(agents, PROTOCOL, tmp_path, batch_size=2)
     assert len(agents.played) == 2 + 6  # the rest of bamboogle, all of musique
     assert not set(agents.played) & {r["id"] for r in kept}
     records = read_records(tmp_path / "bamboogle.jsonl")
@@ -95,10 +86,10 @@ def test_interrupted_run_resumes_without_losing_or_repeating(tmp_path, bm25_retr
 
 
 def test_another_protocol_in_the_same_directory_is_refused(tmp_path, bm25_retriever):
-    evaluate(SequentialAgents(OracleAgent), PROTOCOL, tmp_path, progress=False, log=lambda _: None)
+    run(SequentialAgents(OracleAgent), PROTOCOL, tmp_path)
     other = EvalProtocol(datasets=PROTOCOL.datasets, limit=6, topk=5)
     with pytest.raises(ValueError, match="another protocol"):
-        evaluate(SequentialAgents(OracleAgent), other, tmp_path, progress=False, log=lambda _: None)
+        run(SequentialAgents(OracleAgent), other, tmp_path)
 
 
 def test_corrupt_middle_line_is_an_error_not_silently_dropped(tmp_path):
