@@ -251,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rexrag`` console script."""
+    from agents.llm.openai_agent import ModelServerError
     from rexrag_env.datasets import DatasetFormatError
     from rexrag_env.retrieval.base import RetrievalError
     from rexrag_env.retrieval.corpus import CorpusFormatError
@@ -262,10 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         RetrievalError,
         CorpusFormatError,
         DatasetFormatError,
-        FileNotFoundError,
-        FileExistsError,
+        OSError,
         ValueError,
         ImportError,
+        ModelServerError,
     ) as error:
         print(f"rexrag {args.command}: error: {error}", file=sys.stderr)
         return 2

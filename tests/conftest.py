@@ -86,3 +86,11 @@ def hotpot_slice_questions(hotpot_slice, hotpot_questions) -> list[dict]:
     for line in hotpot_slice.read_text(encoding="utf-8").splitlines():
         titles.add(json.loads(line)["contents"].split("\n", 1)[0].strip('"'))
     return [q for q in hotpot_questions if set(q["supporting_titles"]) <= titles]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(private_cache):
+    """The tiny Qwen2 + tokenizer, built once per test session into the private cache."""
+    from agents.llm.tiny import tiny_model_path
+
+    return tiny_model_path()

@@ -14,7 +14,7 @@ def rexrag(*args, timeout=300):
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=os.environ.copy(),
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},  # hub names fail at once, as offline
     )
 
 
@@ -118,7 +118,11 @@ def test_eval_command_writes_records_and_table(tmp_path):
         (["eval", "--agent", "gpt-9"], "invalid choice"),
         (["eval", "--datasets", "nosuchset", "--limit", "1"], "neither an embedded dataset"),
         (["eval", "--agent", "llm", "--limit", "1"], "needs --model"),
-        (["eval", "--agent", "llm", "--model", "/no/such/model", "--limit", "1"], "/no/such/model"),
+        (
+            ["eval", "--agent", "llm", "--model", "/no/such/model", "--limit", "1"],
+            "no such directory",
+        ),
+        (["eval", "--agent", "llm", "--model", "someone/uncached", "--limit", "1"], "offline, use"),
     ],
 )
 def test_eval_bad_input(tmp_path, args, message):
