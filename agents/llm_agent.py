@@ -9,6 +9,8 @@ import gymnasium as gym
 
 from agents.llm.base import Generator, SamplingParams
 from agents.trajectory import Component, Trajectory
+from rexrag_env.protocol import ActionType, parse_action
+from rexrag_env.retrieval.prefetch import PrefetchingRetriever
 
 #: Search-R1 truncates every observation to this many tokens (spec §1.2).
 DEFAULT_MAX_OBSERVATION_TOKENS = 500
@@ -21,8 +23,10 @@ class ChatTemplateMissingError(ValueError):
 class LLMAgent:
     """Plays many ``SearchQAEnv`` episodes at once with one :class:`Generator`.
 
-    Each turn makes one batched ``generate`` call over all active trajectories; the
-    environments then run their searches and the observation tokens are appended.
+    Each turn makes one batched ``generate`` call over all active trajectories and one
+    batched retriever call for all their queries (the environments' retrievers are
+    wrapped in a :class:`PrefetchingRetriever`, shared per retriever), then steps the
+    environments and appends the observation tokens.
     Finished trajectories leave the batch. The chat template is applied once, to the
     prompt; sampled ids are appended exactly as sampled and never re-encoded, and every
     token gets a :class:`Component` label (DESIGN.md principle 1): MODEL for sampled
@@ -55,6 +59,7 @@ class LLMAgent:
         self.sampling = sampling or SamplingParams(temperature=0.0)
         self.max_observation_tokens = max_observation_tokens
         self.use_chat_template = use_chat_template
+        self._prefetchers: dict[int, PrefetchingRetriever] = {}
 
     def prompt_ids(self, prompt: str, reset_info: dict[str, Any]) -> list[int]:
         """Token ids of the prompt, chat template applied when configured."""
@@ -114,3 +119,20 @@ class LLMAgent:
                 if not trajectory.finished:
                     still_active.append(i)
             active = still_active
+
+    def _prefetch_searches(self, envs: Sequence[gym.Env], actions: Sequence[str]) -> None:
+        """One retriever call per distinct retriever for all of this turn's searches."""
+        batches: dict[tuple[int, int], tuple[PrefetchingRetriever, int, list[str]]] = {}
+        for env, action in zip(envs, actions, strict=True):
+            env = env.unwrapped
+            if not isinstance(env.retriever, PrefetchingRetriever):
+                shared = self._prefetchers.setdefault(
+                    id(env.retriever), PrefetchingRetriever(env.retriever)
+                )
+                env.retriever = shared
+            parsed = parse_action(action)
+            if parsed.type is ActionType.SEARCH and env.search_enabled:
+                key = (id(env.retriever), env.topk)
+                batches.setdefault(key, (env.retriever, env.topk, []))[2].append(parsed.content)
+        for retriever, topk, queries in batches.values():
+            retriever.prefetch(queries, topk)

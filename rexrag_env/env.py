@@ -118,6 +118,11 @@ class SearchQAEnv(gym.Env[str, str]):
         self._transcript: list[str] = []
 
     @property
+    def search_enabled(self) -> bool:
+        """Whether the next step may search (false in the final turn, spec §1.2)."""
+        return self._turn < self.max_turns
+
+    @property
     def example(self) -> QAExample | None:
         """The question of the current episode."""
         return self._example
@@ -158,7 +163,7 @@ class SearchQAEnv(gym.Env[str, str]):
         if not isinstance(action, str):
             raise TypeError(f"an action is a string of agent text, got {type(action).__name__}")
         parsed = parse_action(action)
-        search_enabled = self._turn < self.max_turns
+        search_enabled = self.search_enabled
         info: dict[str, Any] = {
             "turn": self._turn,
             "action_type": parsed.type.value,

@@ -90,10 +90,11 @@ class HFGenerator:
                 output.logits[:, -1, :], params.temperature, params.top_p, generator
             )
             keep = []
+            step_tokens, step_logprobs = token_ids.tolist(), token_logprobs.tolist()
             for batch_row, row in enumerate(active):
-                token = int(token_ids[batch_row])
+                token = step_tokens[batch_row]
                 sampled[row].append(token)
-                logprobs[row].append(float(token_logprobs[batch_row]))
+                logprobs[row].append(step_logprobs[batch_row])
                 stop = matcher.completed(sampled[row])
                 if token in self.eos_token_ids:
                     finish[row] = ("eos", None)

@@ -158,3 +158,24 @@ def test_tokenizer_without_chat_template_is_a_clear_error(tiny):
     with pytest.raises(ChatTemplateMissingError, match=r"my-model.*use_chat_template=False"):
         LLMAgent(generator)
     LLMAgent(generator, use_chat_template=False)  # raw prompts are allowed on request
+
+
+def test_one_retriever_call_per_turn_for_all_envs(tiny):
+    from rexrag_env.retrieval.base import Passage
+
+    class CountingRetriever:
+        def __init__(self):
+            self.calls = []
+
+        def search(self, queries, k):
+            self.calls.append(len(queries))
+            return [[Passage(str(i), "T\nx") for i in range(k)] for _ in queries]
+
+    retriever = CountingRetriever()
+    generator = ScriptedGenerator(
+        tiny.tokenizer, ["<search> a </search>", "<search> b </search>", "<answer> Rush </answer>"]
+    )
+    envs = make_envs(retriever, 5)
+    trajectories = LLMAgent(generator).play(envs, [None] * 5)
+    assert retriever.calls == [5, 5]  # two search turns, each one batched call
+    assert all(t.num_searches == 2 and t.reward == 1.0 for t in trajectories)
