@@ -105,6 +105,7 @@ class LLMAgent:
             generations = self.generator.generate(
                 [trajectories[i].token_ids for i in active], self.sampling
             )
+            self._prefetch_searches([envs[i] for i in active], [g.text for g in generations])
             still_active = []
             for i, generation in zip(active, generations, strict=True):
                 trajectory = trajectories[i]
