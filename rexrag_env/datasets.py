@@ -13,6 +13,7 @@ A malformed record raises :class:`DatasetFormatError` naming the file and line (
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -148,6 +149,12 @@ def _read_parquet(path: Path) -> list[QAExample]:
     return examples
 
 
+@functools.cache
+def _embedded_examples(name: str) -> tuple[QAExample, ...]:
+    # Shipped files never change, and a rollout worker makes many envs over one dataset.
+    return tuple(_read_jsonl(embedded_dataset_path(name), name))
+
+
 def load_qa_dataset(source: str | Path) -> list[QAExample]:
     """Load questions from an embedded benchmark name or a ``.jsonl``/``.json``/``.parquet`` file.
 
@@ -155,7 +162,7 @@ def load_qa_dataset(source: str | Path) -> list[QAExample]:
     shipped with the package (see ``rexrag_env/data/SOURCES.md``).
     """
     if isinstance(source, str) and source in EMBEDDED_DATASETS:
-        return _read_jsonl(embedded_dataset_path(source), source)
+        return list(_embedded_examples(source))
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(
