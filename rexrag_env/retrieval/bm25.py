@@ -32,7 +32,9 @@ class BM25Retriever(IndexedRetriever):
         index: a fitted ``bm25s.BM25``.
         tokenizer: the tokenizer whose vocabulary the index uses.
         stemmer_language: Snowball stemmer language ("english"), or None for no stemming.
-        num_threads: threads for batched scoring (0 = one).
+        num_threads: threads for batched scoring (-1 = all cores). With numba installed
+            (a dependency) bm25s scores a batch in parallel compiled code: several times
+            the queries/s of its NumPy path at batch 256 on 2 cores.
     """
 
     def __init__(
@@ -41,7 +43,7 @@ class BM25Retriever(IndexedRetriever):
         index: bm25s.BM25,
         tokenizer: bm25s.tokenization.Tokenizer,
         stemmer_language: str | None = "english",
-        num_threads: int = 0,
+        num_threads: int = -1,
     ):
         self.corpus = corpus
         self._index = index
