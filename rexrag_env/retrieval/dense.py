@@ -26,7 +26,7 @@ DEFAULT_ENCODER = "minilm"
 INDEX_TYPES = ("flat", "ivf", "hnsw")
 _PARAMS_FILE = "rexrag_dense.json"
 _FAISS_FILE = "faiss.index"
-_ENCODE_CHUNK = 4096
+_ENCODE_CHUNK = 512  # passages per progress-bar step and per index.add
 
 
 def _import_faiss():
