@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from agents.llm.base import FinishReason, Generation, SamplingParams
+from agents.llm.kv_cache import growing_cache
 from agents.llm.sampling import sample_next_tokens
 from agents.llm.stop_strings import StopStringMatcher
 
@@ -74,7 +75,7 @@ class HFGenerator:
         logprobs: list[list[float]] = [[] for _ in prompts]
         finish: list[tuple[FinishReason, str | None] | None] = [None] * len(prompts)
         active = list(range(len(prompts)))  # original row index of each batch row
-        cache = None
+        cache = growing_cache(self.model.config)
         step_ids, step_positions = input_ids, position_ids
         for _ in range(params.max_new_tokens):
             output = self.model(
