@@ -10,6 +10,7 @@ exist, so an interrupted run loses nothing and a re-run skips what is done.
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -80,47 +81,47 @@ def _rewrite_without_torn_line(path: Path, records: list[dict[str, Any]]) -> Non
         )
 
 
-def evaluate_dataset(
+def play_pending(
     agent: BatchAgent,
-    name: str,
-    examples: Sequence[QAExample],
+    pending: Sequence[tuple[str, QAExample]],
     retriever: Retriever,
     protocol: EvalProtocol,
-    out_file: Path,
-    batch_size: int = 16,
-    progress: bool = True,
-) -> list[dict[str, Any]]:
-    """Play every not-yet-recorded question of one dataset and append its record."""
-    records = read_records(out_file)
-    _rewrite_without_torn_line(out_file, records)
-    done = {record["id"] for record in records}
-    todo = [example for example in examples if example.id not in done]
+    out: Path,
+    batch_size: int,
+    progress: bool,
+) -> dict[str, list[dict[str, Any]]]:
+    """Play the questions not yet recorded, in batches that mix datasets.
+
+    Mixing keeps batches full: a batched agent waits for the longest episode of a batch,
+    so fewer, fuller batches finish sooner. Each batch's records are appended to their
+    dataset's file before the next batch starts.
+    """
+    new_records: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    if not pending:
+        return new_records
     envs = [
         SearchQAEnv(
-            dataset=[examples[0]],
+            dataset=[pending[0][1]],
             retriever=retriever,
             max_turns=protocol.max_turns,
             topk=protocol.topk,
         )
-        for _ in range(min(batch_size, max(len(todo), 1)))
+        for _ in range(min(batch_size, len(pending)))
     ]
-    with tqdm(
-        total=len(examples),
-        initial=len(examples) - len(todo),
-        desc=name,
-        unit="q",
-        disable=not progress,
-    ) as bar:
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
+    with tqdm(total=len(pending), desc="questions", unit="q", disable=not progress) as bar:
+        for start in range(0, len(pending), batch_size):
+            chunk = pending[start : start + batch_size]
             trajectories = agent.play(
-                envs[: len(chunk)], [{"example": example} for example in chunk]
+                envs[: len(chunk)], [{"example": example} for _, example in chunk]
             )
-            new_records = [trajectory.to_record() for trajectory in trajectories]
-            _append_records(out_file, new_records)
-            records.extend(new_records)
+            by_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for (name, _), trajectory in zip(chunk, trajectories, strict=True):
+                by_dataset[name].append(trajectory.to_record())
+            for name, records in by_dataset.items():
+                _append_records(out / f"{name}.jsonl", records)
+                new_records[name].extend(records)
             bar.update(len(chunk))
-    return records
+    return new_records
 
 
 def summarize(records_by_dataset: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
@@ -190,13 +191,19 @@ def evaluate(
     protocol_file.write_text(json.dumps(asdict(protocol), indent=2))
     log(protocol.header())
     retriever = make_retriever(protocol.retriever)
-    results = {}
+    results, pending = {}, []
     for dataset in protocol.datasets:
         name = dataset if dataset in EMBEDDED_DATASETS else Path(dataset).stem
+        records = read_records(out / f"{name}.jsonl")
+        _rewrite_without_torn_line(out / f"{name}.jsonl", records)
+        done = {record["id"] for record in records}
         examples = load_qa_dataset(dataset)[: protocol.limit]
-        results[name] = evaluate_dataset(
-            agent, name, examples, retriever, protocol, out / f"{name}.jsonl", batch_size, progress
-        )
+        pending += [(name, example) for example in examples if example.id not in done]
+        results[name] = records
+    for name, records in play_pending(
+        agent, pending, retriever, protocol, out, batch_size, progress
+    ).items():
+        results[name].extend(records)
     summary = summarize(results)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     table = format_summary(summary)
