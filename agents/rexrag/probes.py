@@ -13,6 +13,53 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
+from importlib.resources import files
+from pathlib import Path
+
+#: Official keep-ratio EWMA: ρ ← decay·ρ + (1 - decay)·accuracy of kept probes (spec §3.3).
+KEEP_RATIO_DECAY = 0.9
+
+
+def default_exploratory_prompts() -> list[str]:
+    """Our pool of 30 exploratory prompts (spec §3.2 item 4): each opens a ``<think>``
+    that doubts the path so far (missed information or a reasoning error) and is left
+    open, so the policy continues the thought, may search again, and answers again."""
+    return load_exploratory_prompts(
+        Path(str(files("agents.rexrag") / "data" / "exploratory_prompts.txt"))
+    )
+
+
+def load_exploratory_prompts(path: str | Path) -> list[str]:
+    """A user pool: one prompt per non-empty line."""
+    prompts = [
+        line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
+    if not prompts:
+        raise ValueError(f"exploratory prompt file {path} has no prompts")
+    return prompts
+
+
+def update_keep_ratio(
+    keep_ratio: float, kept_probe_accuracy: float, decay: float = KEEP_RATIO_DECAY
+) -> float:
+    """One EWMA step of the adaptive keep ratio (uncapped, as in the trainer the code uses)."""
+    return decay * keep_ratio + (1.0 - decay) * kept_probe_accuracy
+
+
+def select_probes(
+    prompt_scores: Sequence[float], num_originals: int, keep_ratio: float, multiple_of: int = 1
+) -> list[int]:
+    """Indices of the probes to keep: the top K by score, K = ⌊num_originals·ρ⌋ rounded
+    down to a multiple of ``multiple_of`` (spec §3.3; the official run uses 8, its GPU count).
+
+    ``prompt_scores``: each probe's mean π_old log-prob over its inserted prompt tokens,
+    so the probes most natural to the current policy are kept. All are kept when fewer
+    than K exist. Ties keep the earlier probe.
+    """
+    limit = int(num_originals * keep_ratio)
+    limit -= limit % multiple_of
+    order = sorted(range(len(prompt_scores)), key=lambda i: (-prompt_scores[i], i))
+    return sorted(order[:limit])
 
 
 class PromptPool:
