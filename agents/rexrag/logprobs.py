@@ -1,0 +1,34 @@
+"""Per-token log-probabilities of given ids under a causal LM, computed only where needed.
+
+A full ``log_softmax`` over ``[batch, seq, vocab]`` is the largest tensor of an LLM
+update (SmolLM2's 49k vocabulary × 4k tokens × a mini-batch). The learner needs
+log-probs only at response positions, so the LM head runs on the hidden states of
+those positions alone, and the log-prob is ``logit[token] - logsumexp(logits)``
+without materialising a second vocabulary-sized tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def response_token_logprobs(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor
+) -> torch.Tensor:
+    """log π(input_ids[b, t] | input_ids[b, :t]) where ``target_mask[b, t]``, else 0.
+
+    ``input_ids``, ``attention_mask``, ``target_mask``: ``[batch, seq]`` (right padding;
+    position 0 is never a target, it has no context). Returns ``[batch, seq]``.
+    """
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    hidden = model.get_decoder()(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+    ).last_hidden_state  # [batch, seq, hidden]
+    targets = target_mask.bool().clone()
+    targets[:, 0] = False
+    batch_index, position = targets.nonzero(as_tuple=True)  # [n_targets] each
+    logits = model.get_output_embeddings()(hidden[batch_index, position - 1]).float()  # [n, vocab]
+    chosen = logits.gather(-1, input_ids[batch_index, position].unsqueeze(-1)).squeeze(-1)
+    logprobs = torch.zeros(input_ids.shape, dtype=logits.dtype, device=logits.device)
+    logprobs[batch_index, position] = chosen - torch.logsumexp(logits, dim=-1)
+    return logprobs
