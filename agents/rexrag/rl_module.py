@@ -1,0 +1,39 @@
+"""CausalLMModule: any Hugging Face causal LM as an RLlib RLModule (new API stack)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+
+from agents.rexrag.logprobs import response_token_logprobs
+
+
+class CausalLMModule(TorchRLModule):
+    """The policy: a causal LM loaded by alias, hub name or path (``model_config["model"]``).
+
+    RLlib owns it like any module (weights, optimizer, checkpoints, syncing to
+    EnvRunners); the forward pass returns the per-token log-probs of the given ids at
+    the target positions, which is all the learner's loss needs (token-level PPO has
+    no value head in GRPO).
+
+    ``model_config`` keys: ``model`` (required), ``gradient_checkpointing`` (bool).
+    Batch keys: ``input_ids``, ``attention_mask``, ``target_mask`` (``[batch, seq]``).
+    """
+
+    def setup(self) -> None:
+        from agents.llm.models import load_model_and_tokenizer
+
+        config = self.model_config or {}
+        if "model" not in config:
+            raise ValueError('CausalLMModule needs model_config={"model": NAME_OR_PATH}')
+        self.model, self.tokenizer = load_model_and_tokenizer(config["model"])
+        if config.get("gradient_checkpointing"):
+            self.model.gradient_checkpointing_enable()
+
+    def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return {
+            "logprobs": response_token_logprobs(
+                self.model, batch["input_ids"], batch["attention_mask"], batch["target_mask"]
+            )
+        }
