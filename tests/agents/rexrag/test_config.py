@@ -1,0 +1,79 @@
+"""RexRagConfig: official defaults, validation naming the field, YAML round trip, presets."""
+
+import pytest
+
+from agents.rexrag.config import RexRagConfig, presets
+
+
+def test_official_defaults():
+    config = RexRagConfig()
+    assert (config.group_size, config.max_turns, config.topk) == (5, 5, 3)
+    assert config.probe_prob == pytest.approx(20 / 101)
+    assert (config.keep_ratio, config.keep_ratio_decay, config.correction) == (0.08, 0.9, "rexrag")
+    assert (config.lr, config.grad_clip, config.minibatch_size, config.kl_coeff) == (
+        1e-6,
+        1.0,
+        256,
+        0.001,
+    )
+    assert config.probe_trigger == "wrong_answer" and len(config.prompt_pool()) == 30
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"group_size": 1}, "group_size"),
+        ({"correction": "magic"}, "correction"),
+        ({"probe_prob": 1.5}, "probe_prob"),
+        ({"exploratory_prompts": []}, "exploratory_prompts"),
+        ({"probe_trigger": "always"}, "probe_trigger"),
+        ({"backend": "tgi"}, "backend"),
+    ],
+)
+def test_validate_names_the_field(override, field):
+    config = RexRagConfig().training(**override)
+    with pytest.raises(ValueError, match=field):
+        config.validate()
+    with pytest.raises(ValueError, match=field):
+        config.check_settings()
+
+
+def test_training_sets_our_fields_and_rllib_fields():
+    config = RexRagConfig().training(group_size=8, lr=3e-6, probes=False)
+    assert (config.group_size, config.lr, config.probes) == (8, 3e-6, False)
+    config.check_settings()
+
+
+def test_yaml_round_trip(tmp_path):
+    config = RexRagConfig().training(
+        group_size=3, correction="sequence", exploratory_prompts=["<think> x"]
+    )
+    config.to_yaml(tmp_path / "run.yaml")
+    again = RexRagConfig.from_yaml(tmp_path / "run.yaml")
+    assert again.to_yaml_dict() == config.to_yaml_dict()
+    with pytest.raises(ValueError, match="unknown fields"):
+        RexRagConfig.from_yaml(tmp_path / "run.yaml", {"grup_size": 4})
+
+
+def test_presets_load_and_validate():
+    assert presets() == ["qwen2.5-3b-search-r1", "tiny-cpu"]
+    paper = RexRagConfig.from_yaml("qwen2.5-3b-search-r1")
+    assert paper.to_yaml_dict() | {"backend": "hf"} == RexRagConfig().to_yaml_dict() | {
+        "backend": "hf"
+    }
+    tiny = RexRagConfig.from_yaml("tiny-cpu", {"group_size": 3})
+    assert (tiny.model, tiny.group_size) == ("tiny", 3)
+    for config in (paper, tiny):
+        config.check_settings()
+    with pytest.raises(FileNotFoundError, match="tiny-cpu"):
+        RexRagConfig.from_yaml("no-such-preset")
+
+
+def test_default_module_is_the_configured_causal_lm(tiny_model_dir):
+    from agents.rexrag.rl_module import CausalLMModule
+    from rexrag_env.spaces import UnicodeText
+
+    spec = RexRagConfig().training(model=str(tiny_model_dir)).get_default_rl_module_spec()
+    assert spec.module_class is CausalLMModule
+    spec.observation_space = spec.action_space = UnicodeText()
+    assert spec.build().model.config.model_type == "qwen2"
