@@ -60,6 +60,7 @@ class Trajectory:
     num_searches: int = 0
     truncated: bool = False
     finished: bool = False
+    is_probe: bool = False
 
     @classmethod
     def start(cls, prompt: str, reset_info: dict[str, Any]) -> Trajectory:
@@ -130,5 +131,6 @@ class Trajectory:
             "turns": self.num_turns,
             "invalid_actions": self.invalid_actions,
             "truncated": self.truncated,
+            "is_probe": self.is_probe,
             "trajectory": self.transcript,
         }

@@ -13,8 +13,12 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from importlib.resources import files
 from pathlib import Path
+
+from agents.trajectory import Component, Trajectory, Turn
+from rexrag_env.protocol import ANSWER_OPEN
 
 #: Official keep-ratio EWMA: ρ ← decay·ρ + (1 - decay)·accuracy of kept probes (spec §3.3).
 KEEP_RATIO_DECAY = 0.9
@@ -90,3 +94,47 @@ class PromptPool:
             math.log(self._prefix_counts[prompt[: t + 1]] / self._prefix_counts[prompt[:t]])
             for t in range(len(prompt))
         ]
+
+
+def make_probe(
+    original: Trajectory, prompt_text: str, prompt_ids: Sequence[int], tokenizer
+) -> Trajectory:
+    """A probe of a trajectory that answered wrongly (spec §3.2 items 3-5).
+
+    It keeps every token of ``original`` up to the token where its final ``<answer>``
+    starts (earlier turns, searches and passages included), appends the exploratory
+    prompt as PROBE_PROMPT tokens, and is left unfinished, to be continued by the same
+    policy in an environment reset at the next turn. Sampled ids are kept as sampled
+    (the official code re-tokenises the edited text instead); if the token that starts
+    ``<answer>`` also carries text before it, that text is dropped with it.
+    """
+    if original.is_probe:
+        raise ValueError("probes are not probed again (one level of probing, spec §3.2)")
+    last_turn = original.turns[-1]
+    answer_at = last_turn.action.find(ANSWER_OPEN)
+    if last_turn.action_type != "answer" or answer_at < 0:
+        raise ValueError("only a trajectory that ended with an answer can be probed")
+    turn_start = len(original.components)
+    while turn_start > 0 and original.components[turn_start - 1] == Component.MODEL:
+        turn_start -= 1
+    turn_ids = original.token_ids[turn_start:]
+    keep = 0  # the longest token prefix whose text ends before "<answer>"
+    while keep < len(turn_ids) and len(tokenizer.decode(turn_ids[: keep + 1])) <= answer_at:
+        keep += 1
+    kept_text = tokenizer.decode(turn_ids[:keep])
+    end = turn_start + keep
+    probe = replace(
+        original,
+        token_ids=original.token_ids[:end],
+        components=original.components[:end],
+        sampling_logprobs=original.sampling_logprobs[:end],
+        turns=[*original.turns[:-1], Turn(kept_text, prompt_text, "probe_prompt")],
+        reward=0.0,
+        scores={"em": 0.0, "f1": 0.0, "cover_em": 0.0},
+        answer=None,
+        truncated=False,
+        finished=False,
+        is_probe=True,
+    )
+    probe.extend(list(prompt_ids), Component.PROBE_PROMPT)
+    return probe

@@ -3,33 +3,17 @@
 import pytest
 
 import rexrag_env
-from agents.llm.base import Generation, SamplingParams
+from agents.llm.base import SamplingParams
 from agents.llm.hf import HFGenerator
 from agents.llm_agent import ChatTemplateMissingError, LLMAgent
 from agents.trajectory import Component
+from tests.helpers import ScriptedGenerator
 
 QUESTION = {
     "id": "q",
     "question": "Which band was Neil Peart the drummer of",
     "golden_answers": ["Rush"],
 }
-
-
-class ScriptedGenerator:
-    """A Generator that 'samples' fixed turns (real tokenizer), to drive known paths."""
-
-    def __init__(self, tokenizer, turns):
-        self.tokenizer = tokenizer
-        self.turns = list(turns)
-        self.calls = []
-
-    def generate(self, prompts, params):
-        self.calls.append(len(prompts))
-        text = self.turns.pop(0)
-        ids = self.tokenizer.encode(text, add_special_tokens=False)
-        return [
-            Generation(ids, [-0.5] * len(ids), self.tokenizer.decode(ids), "stop") for _ in prompts
-        ]
 
 
 @pytest.fixture(scope="module")

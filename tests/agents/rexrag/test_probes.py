@@ -67,3 +67,53 @@ def test_user_prompt_file(tmp_path):
     path.write_text("\n")
     with pytest.raises(ValueError, match="no prompts"):
         load_exploratory_prompts(path)
+
+
+def test_probe_replaces_the_wrong_answer_and_continues(tiny_model_dir, bm25_retriever):
+    from transformers import AutoTokenizer
+
+    from agents.llm_agent import LLMAgent
+    from agents.rexrag.probes import make_probe
+    from agents.trajectory import Component
+    from rexrag_env import SearchQAEnv
+    from tests.helpers import ScriptedGenerator
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    question = {
+        "id": "q",
+        "question": "Which band was Neil Peart the drummer of",
+        "golden_answers": ["Rush"],
+    }
+    env = SearchQAEnv(dataset=[question], retriever=bm25_retriever, max_turns=3)
+    turns = ["<search> Neil Peart </search>", "<think>so it is</think> <answer> The Who </answer>"]
+    (original,) = LLMAgent(ScriptedGenerator(tokenizer, turns)).play([env], [None])
+    assert original.reward == 0.0 and original.turns[-1].action_type == "answer"
+
+    prompt = default_exploratory_prompts()[0]
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    probe = make_probe(original, prompt, prompt_ids, tokenizer)
+    assert probe.is_probe and not probe.finished and not original.is_probe
+    prefix = len(probe.token_ids) - len(prompt_ids)
+    assert probe.token_ids[:prefix] == original.token_ids[:prefix]  # sampled ids kept as sampled
+    assert probe.tokens_of(Component.PROBE_PROMPT) == prompt_ids
+    last_model_run = probe.token_ids[prefix - 4 : prefix]
+    assert tokenizer.decode(probe.token_ids[:prefix]).endswith("<think>so it is</think> ")
+    assert "<answer>" not in tokenizer.decode(last_model_run)
+
+    resumed = SearchQAEnv(dataset=[question], retriever=bm25_retriever, max_turns=3)
+    resumed.reset(options={"example": question, "turn": original.num_turns, "num_searches": 1})
+    LLMAgent(ScriptedGenerator(tokenizer, ["<answer> Rush </answer>"])).continue_trajectories(
+        [resumed], [probe]
+    )
+    assert probe.finished and probe.reward == 1.0 and probe.num_searches == 1
+    labels = [c for i, c in enumerate(probe.components) if i == 0 or c != probe.components[i - 1]]
+    assert labels == [
+        Component.PROMPT,
+        Component.MODEL,
+        Component.INFO,
+        Component.MODEL,
+        Component.PROBE_PROMPT,
+        Component.MODEL,
+    ]
+    with pytest.raises(ValueError, match="not probed again"):
+        make_probe(probe, prompt, prompt_ids, tokenizer)
