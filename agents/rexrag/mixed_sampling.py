@@ -1,0 +1,108 @@
+"""Mixed sampling (spec §3.2): original rollouts of each question, plus probes of wrong ones.
+
+This is the rollout worker's algorithmic core, free of Ray: the EnvRunner wraps it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+
+from agents.llm_agent import LLMAgent
+from agents.rexrag.probes import PromptPool, make_probe
+from agents.trajectory import Trajectory
+from rexrag_env.datasets import QAExample
+from rexrag_env.env import SearchQAEnv
+
+
+class MixedSampler:
+    """Samples ``group_size`` originals per question, then probes of the wrong ones.
+
+    Trigger ``"wrong_answer"`` (the official code): every original that answered
+    wrongly in a search-enabled turn spawns a probe with probability ``probe_prob``.
+    Trigger ``"dead_end_group"``: the same, but only in groups whose originals all
+    failed (the paper's notion of a dead end). A probe resumes its question at the turn
+    after the replaced answer, with the same policy; probes are not probed again.
+    Probes are generated after all originals finish; the distribution is the same as
+    spawning them mid-batch, at the cost of one more batched phase.
+
+    Args:
+        agent: the LLMAgent (generator + sampling settings) that plays every episode.
+        make_env: builds one environment (dataset-independent; questions come per reset).
+        prompts: the exploratory prompt pool (text).
+        group_size, probe_prob, probe_trigger: spec §5.1 knobs (see ``RexRagConfig``).
+        seed: seeds the probe draws (spawn coin and prompt choice).
+    """
+
+    def __init__(
+        self,
+        agent: LLMAgent,
+        make_env: Callable[[], SearchQAEnv],
+        prompts: Sequence[str],
+        group_size: int,
+        probe_prob: float,
+        probe_trigger: str = "wrong_answer",
+        probes: bool = True,
+        seed: int | None = None,
+    ):
+        self.agent = agent
+        self.make_env = make_env
+        self.prompts = list(prompts)
+        self.prompt_ids = [
+            agent.tokenizer.encode(p, add_special_tokens=False) for p in self.prompts
+        ]
+        self.pool = PromptPool(self.prompt_ids)
+        self.group_size = group_size
+        self.probe_prob = probe_prob
+        self.probe_trigger = probe_trigger
+        self.probes = probes
+        self.rng = random.Random(seed)
+        self._envs: list[SearchQAEnv] = []
+
+    def _env_pool(self, count: int) -> list[SearchQAEnv]:
+        while len(self._envs) < count:
+            self._envs.append(self.make_env())
+        return self._envs[:count]
+
+    def sample(self, questions: Sequence[QAExample]) -> list[Trajectory]:
+        """Originals (``group_size`` per question, in question order), then the probes."""
+        options = [{"example": q} for q in questions for _ in range(self.group_size)]
+        originals = self.agent.play(self._env_pool(len(options)), options)
+        if not self.probes:
+            return originals
+        parents = [t for t in originals if self._should_probe(t, originals)]
+        probes = []
+        for parent in parents:
+            index = self.rng.randrange(len(self.prompts))
+            probes.append(
+                make_probe(
+                    parent, self.prompts[index], self.prompt_ids[index], self.agent.tokenizer
+                )
+            )
+        envs = self._env_pool(len(probes))
+        for env, parent in zip(envs, parents, strict=True):
+            example = next(q for q in questions if q.id == parent.example_id)
+            env.reset(
+                options={
+                    "example": example,
+                    "turn": parent.num_turns,
+                    "num_searches": parent.num_searches,
+                }
+            )
+        self.agent.continue_trajectories(envs, probes)
+        return originals + probes
+
+    def _should_probe(self, trajectory: Trajectory, originals: Sequence[Trajectory]) -> bool:
+        answered_in_search_turn = (
+            trajectory.turns
+            and trajectory.turns[-1].action_type == "answer"
+            and not trajectory.truncated
+            and trajectory.num_turns <= self._envs[0].max_turns
+        )
+        if not answered_in_search_turn or trajectory.reward > 0:
+            return False
+        if self.probe_trigger == "dead_end_group":
+            group = [t for t in originals if t.example_id == trajectory.example_id]
+            if any(t.reward > 0 for t in group):
+                return False
+        return self.rng.random() < self.probe_prob
