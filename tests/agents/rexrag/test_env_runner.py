@@ -1,0 +1,55 @@
+"""The rollout worker as a local RLlib EnvRunner with the tiny model."""
+
+import torch
+from ray.rllib.core import COMPONENT_RL_MODULE
+from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
+
+from agents.rexrag.config import RexRagConfig
+from agents.rexrag.env_runner import RexRagEnvRunner
+from agents.trajectory import Component
+
+
+def make_runner(tiny_model_dir, **overrides):
+    config = RexRagConfig.from_yaml(
+        "tiny-cpu",
+        {
+            "model": str(tiny_model_dir),
+            "dataset": "musique",
+            "questions_per_iteration": 2,
+            "group_size": 2,
+            "max_new_tokens_per_turn": 8,
+            "max_turns": 1,
+            **overrides,
+        },
+    )
+    return RexRagEnvRunner(config=config)
+
+
+def test_sample_returns_labelled_groups(tiny_model_dir, bm25_retriever):
+    runner = make_runner(tiny_model_dir)
+    runner.assert_healthy()
+    trajectories = runner.sample()
+    originals = [t for t in trajectories if not t.is_probe]
+    assert len(originals) == 4 and len({t.example_id for t in originals}) == 2
+    for trajectory in trajectories:
+        assert trajectory.finished
+        assert trajectory.components[0] == Component.PROMPT
+        assert (
+            len(trajectory.token_ids)
+            == len(trajectory.components)
+            == len(trajectory.sampling_logprobs)
+        )
+
+
+def test_weights_sync_reaches_the_generator(tiny_model_dir, bm25_retriever):
+    runner = make_runner(tiny_model_dir)
+    state = runner.get_state()[COMPONENT_RL_MODULE]
+    new = {
+        k: v + 1.0 if torch.is_tensor(v) and v.is_floating_point() else v for k, v in state.items()
+    }
+    runner.set_state({COMPONENT_RL_MODULE: new, WEIGHTS_SEQ_NO: 3})
+    embedding = runner.sampler.agent.generator.model.get_input_embeddings().weight
+    assert torch.allclose(embedding, torch.as_tensor(new["model.model.embed_tokens.weight"]))
+    assert runner.get_state()[WEIGHTS_SEQ_NO] == 3
+    runner.set_state({COMPONENT_RL_MODULE: state, WEIGHTS_SEQ_NO: 2})  # stale: ignored
+    assert runner.get_state()[WEIGHTS_SEQ_NO] == 3
