@@ -126,8 +126,9 @@ def load_model_and_tokenizer(
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32)
     except OSError as error:
+        reason = " ".join(str(error).split())[:300]  # one line: it ends up in logs
         raise ModelNotFoundError(
-            f"cannot load model {name_or_path!r} ({error.__class__.__name__}: {str(error)[:300]}); "
+            f"cannot load model {name_or_path!r} ({error.__class__.__name__}: {reason}); "
             f"offline, use an alias ({', '.join(MODEL_ALIASES)}) or a local directory"
         ) from error
     tokenizer.padding_side = "left"

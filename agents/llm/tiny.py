@@ -10,6 +10,7 @@ random initialisation, so the same seed gives the same model on every machine.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rexrag_env.protocol import (
     ANSWER_CLOSE,
@@ -22,6 +23,9 @@ from rexrag_env.protocol import (
     THINK_OPEN,
     make_prompt,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 #: Tag strings get one token each, as in the vocabularies of real instruction models.
 TAG_TOKENS = (
@@ -60,8 +64,15 @@ def _training_texts(num_passages: int) -> list[str]:
     return texts
 
 
-def build_tiny_tokenizer(vocab_size: int = 2048, num_passages: int = 2000):
-    """A byte-level BPE tokenizer (``PreTrainedTokenizerFast``) with ChatML and tag tokens."""
+def build_tiny_tokenizer(
+    vocab_size: int = 2048, num_passages: int = 2000
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with ChatML and tag tokens, trained in about a second.
+
+    Byte-level, with no normaliser, so that ``decode(encode(text)) == text`` for any
+    text: rollouts are scored on the ids they sampled, and the tiny model must not hide
+    a re-tokenisation bug that a real Qwen tokenizer would expose.
+    """
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -98,7 +109,14 @@ def build_tiny_model(
     intermediate_size: int = 128,
     vocab_size: int = 2048,
 ) -> Path:
-    """Write a seeded tiny ``Qwen2ForCausalLM`` and its tokenizer to ``out_dir``."""
+    """Write a seeded tiny ``Qwen2ForCausalLM`` and its tokenizer to ``out_dir``.
+
+    The same ``seed`` gives bit-identical weights and the same tokenizer on any machine
+    (CPU initialisation under ``torch.manual_seed``, a deterministic BPE training run).
+    EOS is ``<|im_end|>`` and pad ``<|endoftext|>`` in the tokenizer, the config and
+    the generation config alike, as in Qwen2.5-Instruct, so ``generate`` stops where
+    a chat turn ends. Returns ``out_dir``.
+    """
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
@@ -128,7 +146,10 @@ def build_tiny_model(
 
 
 def tiny_model_path(seed: int = 0) -> Path:
-    """The tiny model for ``seed``, built once into the rexrag cache."""
+    """The tiny model for ``seed``, built once into the rexrag cache (about 2 s).
+
+    Concurrent callers (Ray workers, pytest-xdist) share one build through ``build_once``.
+    """
     from rexrag_env.cache import build_once, cache_dir
 
     target = cache_dir() / "models" / f"tiny-qwen2-{seed}-{_VERSION}"
