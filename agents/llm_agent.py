@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import gymnasium as gym
@@ -14,6 +16,20 @@ from rexrag_env.retrieval.prefetch import PrefetchingRetriever
 
 #: Search-R1 truncates every observation to this many tokens (spec §1.2).
 DEFAULT_MAX_OBSERVATION_TOKENS = 500
+
+
+def prompt_token_ids(
+    tokenizer, prompt: str, messages: list[dict[str, str]], use_chat_template: bool = True
+) -> list[int]:
+    """The prompt's token ids: ``messages`` through the chat template (with the
+    assistant generation marker), or the plain ``prompt`` text encoded."""
+    if use_chat_template:
+        return list(
+            tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+        )
+    return tokenizer.encode(prompt, add_special_tokens=False)
 
 
 class ChatTemplateMissingError(ValueError):
@@ -60,19 +76,24 @@ class LLMAgent:
         self.max_observation_tokens = max_observation_tokens
         self.use_chat_template = use_chat_template
         self._prefetchers: dict[int, PrefetchingRetriever] = {}
+        self._generate_calls = 0
+        #: wall seconds spent sampling and in the batched retriever calls (accumulating)
+        self.seconds = {"generation": 0.0, "retrieval": 0.0}
+
+    def reseed(self, seed: int) -> None:
+        """Make the following episodes a function of ``seed`` (and the weights) alone.
+
+        Each batched ``generate`` call then samples with ``seed + k`` for its call
+        number k, so no two turns reuse one random stream.
+        """
+        self.sampling = replace(self.sampling, seed=seed)
+        self._generate_calls = 0
 
     def prompt_ids(self, prompt: str, reset_info: dict[str, Any]) -> list[int]:
         """Token ids of the prompt, chat template applied when configured."""
-        if self.use_chat_template:
-            return list(
-                self.tokenizer.apply_chat_template(
-                    reset_info["messages"],
-                    add_generation_prompt=True,
-                    tokenize=True,
-                    return_dict=False,
-                )
-            )
-        return self.tokenizer.encode(prompt, add_special_tokens=False)
+        return prompt_token_ids(
+            self.tokenizer, prompt, reset_info["messages"], self.use_chat_template
+        )
 
     def observation_ids(self, observation: str) -> list[int]:
         return self.tokenizer.encode(observation, add_special_tokens=False)[
@@ -102,10 +123,18 @@ class LLMAgent:
         """
         active = [i for i, trajectory in enumerate(trajectories) if not trajectory.finished]
         while active:
+            params = self.sampling
+            if params.seed is not None:
+                params = replace(params, seed=params.seed + self._generate_calls)
+            self._generate_calls += 1
+            start = time.perf_counter()
             generations = self.generator.generate(
-                [trajectories[i].token_ids for i in active], self.sampling
+                [trajectories[i].token_ids for i in active], params
             )
+            self.seconds["generation"] += time.perf_counter() - start
+            start = time.perf_counter()
             self._prefetch_searches([envs[i] for i in active], [g.text for g in generations])
+            self.seconds["retrieval"] += time.perf_counter() - start
             still_active = []
             for i, generation in zip(active, generations, strict=True):
                 trajectory = trajectories[i]

@@ -38,7 +38,8 @@ class Trajectory:
 
     Text agents fill only the text fields. Token agents also fill ``token_ids``, where
     ``token_ids[i]`` has label ``components[i]`` and ``sampling_logprobs[i]`` is the
-    behaviour log-probability of a MODEL token as sampled (0.0 for every other label);
+    behaviour log-probability of a MODEL token as sampled, of a PROBE_PROMPT token its
+    log-probability under the exploratory prompt pool, and 0.0 for every other label;
     the prompt occupies the first ``prompt_length`` tokens.
     """
 

@@ -27,7 +27,7 @@ BACKENDS = ("hf", "vllm")
 class RexRagSettings:
     """The REX-RAG-specific fields, with the official defaults (spec §5.1)."""
 
-    model: str = "Qwen/Qwen2.5-3B"
+    llm: str = "Qwen/Qwen2.5-3B"  # the policy: alias, hub name or save_pretrained directory
     dataset: str = "hotpotqa"
     retriever: str = "bm25"
     backend: str = "hf"
@@ -54,10 +54,21 @@ class RexRagSettings:
     entropy_coeff: float = 0.0
     lr_warmup_steps: int = 286
     weight_decay: float = 0.01
+    max_tokens_per_micro_batch: int = 24000  # ppo_max_token_len_per_gpu: memory, not math
+    gradient_checkpointing: bool = False
 
 
 _SETTINGS = tuple(f.name for f in fields(RexRagSettings))
-_BASE_FIELDS = ("lr", "grad_clip", "minibatch_size", "seed")
+_BASE_FIELDS = (
+    "lr",
+    "grad_clip",
+    "minibatch_size",
+    "seed",
+    "num_env_runners",
+    "num_learners",
+    "num_gpus_per_learner",
+    "num_gpus_per_env_runner",
+)
 
 
 class RexRagConfig(AlgorithmConfig):
@@ -69,16 +80,38 @@ class RexRagConfig(AlgorithmConfig):
     """
 
     def __init__(self, algo_class=None):
+        if algo_class is None:
+            from agents.rexrag.rexrag import RexRag
+
+            algo_class = RexRag
         super().__init__(algo_class=algo_class)
         for name, value in vars(RexRagSettings()).items():
             setattr(self, name, value)
         self.lr = 1e-6
         self.grad_clip = 1.0
         self.minibatch_size = 256
+        from agents.rexrag.env_runner import RexRagEnvRunner
+
+        self.env_runner_cls = RexRagEnvRunner
+        # Remote EnvRunners sample; a driver-side copy of the policy would only cost memory.
+        self.create_local_env_runner = False
+        self.restart_failed_env_runners = True
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         """The policy module: the configured causal LM (see :class:`CausalLMModule`)."""
-        return RLModuleSpec(module_class=CausalLMModule, model_config={"model": self.model})
+        return RLModuleSpec(
+            module_class=CausalLMModule,
+            model_config={
+                "model": self.llm,
+                "gradient_checkpointing": self.gradient_checkpointing,
+                "entropy": "loss" if self.entropy_coeff > 0 else "metric",
+            },
+        )
+
+    def get_default_learner_class(self):
+        from agents.rexrag.learner import RexRagLearner
+
+        return RexRagLearner
 
     def training(self, **kwargs) -> RexRagConfig:
         ours = {k: kwargs.pop(k) for k in list(kwargs) if k in _SETTINGS}
@@ -121,6 +154,17 @@ class RexRagConfig(AlgorithmConfig):
             )
         if self.clip_low < 0 or self.clip_high < 0:
             problems.append("clip_low and clip_high must be >= 0")
+        if not isinstance(self.questions_per_iteration, int) or self.questions_per_iteration < 1:
+            problems.append(
+                "questions_per_iteration must be an integer >= 1, "
+                f"got {self.questions_per_iteration!r}"
+            )
+        if self.max_tokens_per_micro_batch < 1:
+            problems.append(
+                f"max_tokens_per_micro_batch must be >= 1, got {self.max_tokens_per_micro_batch!r}"
+            )
+        if self.sequence_weight_cap <= 0:
+            problems.append(f"sequence_weight_cap must be > 0, got {self.sequence_weight_cap!r}")
         if self.probes:
             try:
                 self.prompt_pool()

@@ -9,7 +9,9 @@ log π_old of each response token. ``prompt_mask``: True on PROBE_PROMPT tokens.
 ``pool_logprobs``: log P_pool(token | earlier prompt tokens) on prompt tokens
 (:meth:`agents.rexrag.probes.PromptPool.token_logprobs`), anything elsewhere.
 ``is_probe``: ``[batch]``. ``prompt_start``: ``[batch]``, the position of a probe's
-first prompt token (ignored for originals).
+first prompt token (ignored for originals). ``response_start``: ``[batch]``, where the
+response begins when the tensors also hold the question prompt (right-padded whole
+sequences, as the learner batch does); 0 when they hold response positions only.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def probe_token_logmu(
     pool_logprobs: torch.Tensor,
     prompt_start: torch.Tensor,
     error_rate: float,
+    response_start: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """log μ per token of a probe, as the official code builds it (spec §4.3 table).
 
@@ -41,7 +44,8 @@ def probe_token_logmu(
     start = prompt_start.unsqueeze(-1)  # [batch, 1]
     prefix = positions < start
     first_prompt_token = positions == start
-    prefix_length = start.clamp(min=1).to(old_logprobs.dtype)
+    offset = 0 if response_start is None else response_start.unsqueeze(-1)
+    prefix_length = (start - offset).clamp(min=1).to(old_logprobs.dtype)  # j, response tokens
     log_error = math.log(max(error_rate, 1e-12))
     logmu = torch.where(prefix, old_logprobs - log_error / prefix_length, old_logprobs)
     logmu = torch.where(prompt_mask, pool_logprobs, logmu)
@@ -57,6 +61,7 @@ def behaviour_logprobs(
     prompt_start: torch.Tensor,
     alpha: float,
     error_rate: float,
+    response_start: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """log q per token, the PPO denominator, for the token-level modes.
 
@@ -77,7 +82,9 @@ def behaviour_logprobs(
     from_policy = old_logprobs + math.log(1.0 - alpha)
     if alpha == 0.0:
         return from_policy
-    logmu = probe_token_logmu(old_logprobs, prompt_mask, pool_logprobs, prompt_start, error_rate)
+    logmu = probe_token_logmu(
+        old_logprobs, prompt_mask, pool_logprobs, prompt_start, error_rate, response_start
+    )
     from_probe = torch.where(
         is_probe.unsqueeze(-1), logmu + math.log(alpha), torch.full_like(logmu, -math.inf)
     )

@@ -9,8 +9,13 @@ trajectories of originals and probes; the algorithm turns them into learner batc
 from __future__ import annotations
 
 import random
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import ray
 from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 from ray.rllib.env.env_runner import EnvRunner
 from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
@@ -20,10 +25,25 @@ from agents.llm.hf import HFGenerator
 from agents.llm_agent import LLMAgent
 from agents.rexrag.mixed_sampling import MixedSampler
 from agents.trajectory import Trajectory
-from rexrag_env.datasets import load_qa_dataset
+from rexrag_env.datasets import QAExample, load_qa_dataset
 from rexrag_env.env import SearchQAEnv
 from rexrag_env.retrieval.factory import make_retriever
 from rexrag_env.spaces import UnicodeText
+
+
+@dataclass
+class RolloutResult:
+    """What one EnvRunner returns per iteration.
+
+    A failure inside sampling (a retriever that is down, a broken dataset row) comes
+    back as ``error`` instead of killing the actor, so the algorithm can fail the
+    iteration with the worker's message; an actor that dies is RLlib's to restart.
+    """
+
+    trajectories: list[Trajectory] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # generation, retrieval, probing
+    worker_index: int = 0
+    error: str | None = None
 
 
 class RexRagEnvRunner(EnvRunner):
@@ -64,14 +84,42 @@ class RexRagEnvRunner(EnvRunner):
         self._rng = random.Random(seed)
         self._weights_seq_no = 0
 
-    def sample(self, *, num_questions: int | None = None, **kwargs) -> list[Trajectory]:
-        """Draw questions (without replacement within a call) and sample their groups."""
-        count = num_questions or max(
-            1, self.config.questions_per_iteration // max(1, self.config.num_env_runners)
-        )
-        return self.sampler.sample(
-            self._rng.sample(self.questions, min(count, len(self.questions)))
-        )
+    def sample(
+        self,
+        *,
+        questions: Sequence[QAExample] | None = None,
+        num_questions: int | None = None,
+        seed: int | None = None,
+        **kwargs,
+    ) -> RolloutResult:
+        """Sample the groups (originals and probes) of ``questions``.
+
+        Without ``questions`` (a standalone runner), ``num_questions`` (default:
+        ``questions_per_iteration``) are drawn from the dataset without replacement.
+        ``seed`` (the algorithm passes one per iteration) fixes the probe draws and the
+        sampled tokens given the weights, so a run restored from a checkpoint samples
+        what the uninterrupted run would have.
+        """
+        if seed is not None:
+            worker_seed = seed + 7919 * (self.worker_index or 0)
+            self._rng = random.Random(worker_seed)
+            self.sampler.reseed(worker_seed)
+        if questions is None:
+            count = min(num_questions or self.config.questions_per_iteration, len(self.questions))
+            questions = self._rng.sample(self.questions, count)
+        agent = self.sampler.agent
+        agent.seconds = dict.fromkeys(agent.seconds, 0.0)
+        start = time.perf_counter()
+        try:
+            trajectories = self.sampler.sample(questions)
+        except Exception as error:  # reported to the driver, see RolloutResult
+            return RolloutResult(
+                worker_index=self.worker_index or 0,
+                error=f"{type(error).__name__}: {error}\n{traceback.format_exc()}",
+            )
+        seconds = {**agent.seconds, "probing": self.sampler.probe_seconds}
+        seconds["sampling"] = time.perf_counter() - start
+        return RolloutResult(trajectories, seconds, self.worker_index or 0)
 
     def get_spaces(self) -> dict[str, Any]:
         spaces = (UnicodeText(), UnicodeText())
@@ -85,7 +133,15 @@ class RexRagEnvRunner(EnvRunner):
         return {}
 
     def get_state(self, components=None, *, not_components=None, **kwargs) -> dict[str, Any]:
-        return {COMPONENT_RL_MODULE: self.module.get_state(), WEIGHTS_SEQ_NO: self._weights_seq_no}
+        """The policy weights (unless ``not_components`` names the RL module) and their
+        sequence number; a runner has no other state (its sampling is seeded per call)."""
+        state: dict[str, Any] = {WEIGHTS_SEQ_NO: self._weights_seq_no}
+        excluded = (
+            not_components if isinstance(not_components, (list, tuple, set)) else [not_components]
+        )
+        if COMPONENT_RL_MODULE not in excluded:
+            state[COMPONENT_RL_MODULE] = self.module.get_state()
+        return state
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Take new policy weights (RLlib's ``sync_weights``); stale ones are ignored."""
@@ -94,6 +150,8 @@ class RexRagEnvRunner(EnvRunner):
         sequence = state.get(WEIGHTS_SEQ_NO, 0)
         if sequence == 0 or sequence > self._weights_seq_no:
             weights = state[COMPONENT_RL_MODULE]
+            if isinstance(weights, ray.ObjectRef):  # RLlib's broadcast puts weights in the store
+                weights = ray.get(weights)
             if isinstance(weights, dict) and DEFAULT_MODULE_ID in weights:
                 weights = weights[DEFAULT_MODULE_ID]
             self.module.set_state(weights)

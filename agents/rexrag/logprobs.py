@@ -13,12 +13,19 @@ import torch
 
 
 def response_token_logprobs(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor
-) -> torch.Tensor:
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    target_mask: torch.Tensor,
+    entropy: str | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """log π(input_ids[b, t] | input_ids[b, :t]) where ``target_mask[b, t]``, else 0.
 
     ``input_ids``, ``attention_mask``, ``target_mask``: ``[batch, seq]`` (right padding;
     position 0 is never a target, it has no context). Returns ``[batch, seq]``.
+    ``entropy="metric"`` (no gradient) or ``"loss"`` (with gradient) also returns the
+    policy entropy at each target position, ``[batch, seq]``: it costs one more
+    vocabulary-sized tensor, so only an entropy bonus pays for its gradient.
     """
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     hidden = model.get_decoder()(
@@ -30,5 +37,12 @@ def response_token_logprobs(
     logits = model.get_output_embeddings()(hidden[batch_index, position - 1]).float()  # [n, vocab]
     chosen = logits.gather(-1, input_ids[batch_index, position].unsqueeze(-1)).squeeze(-1)
     logprobs = torch.zeros(input_ids.shape, dtype=logits.dtype, device=logits.device)
-    logprobs[batch_index, position] = chosen - torch.logsumexp(logits, dim=-1)
-    return logprobs
+    log_normaliser = torch.logsumexp(logits, dim=-1)  # [n]
+    logprobs[batch_index, position] = chosen - log_normaliser
+    if entropy is None:
+        return logprobs
+    with torch.set_grad_enabled(entropy == "loss" and torch.is_grad_enabled()):
+        target_entropy = log_normaliser - (torch.softmax(logits, -1) * logits).sum(-1)
+    entropies = torch.zeros_like(logprobs)
+    entropies[batch_index, position] = target_entropy
+    return logprobs, entropies

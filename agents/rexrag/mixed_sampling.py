@@ -6,6 +6,7 @@ This is the rollout worker's algorithmic core, free of Ray: the EnvRunner wraps 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Sequence
 
 from agents.llm_agent import LLMAgent
@@ -58,6 +59,12 @@ class MixedSampler:
         self.probes = probes
         self.rng = random.Random(seed)
         self._envs: list[SearchQAEnv] = []
+        self.probe_seconds = 0.0  # wall time of the last sample's probe phase
+
+    def reseed(self, seed: int) -> None:
+        """Seed the probe draws and the agent's sampling: one seed fixes a whole sample."""
+        self.rng = random.Random(seed)
+        self.agent.reseed(seed)
 
     def _env_pool(self, count: int) -> list[SearchQAEnv]:
         while len(self._envs) < count:
@@ -68,15 +75,21 @@ class MixedSampler:
         """Originals (``group_size`` per question, in question order), then the probes."""
         options = [{"example": q} for q in questions for _ in range(self.group_size)]
         originals = self.agent.play(self._env_pool(len(options)), options)
+        self.probe_seconds = 0.0
         if not self.probes:
             return originals
+        start = time.perf_counter()
         parents = [t for t in originals if self._should_probe(t, originals)]
         probes = []
         for parent in parents:
             index = self.rng.randrange(len(self.prompts))
             probes.append(
                 make_probe(
-                    parent, self.prompts[index], self.prompt_ids[index], self.agent.tokenizer
+                    parent,
+                    self.prompts[index],
+                    self.prompt_ids[index],
+                    self.agent.tokenizer,
+                    self.pool.token_logprobs(self.prompt_ids[index]),
                 )
             )
         envs = self._env_pool(len(probes))
@@ -90,6 +103,7 @@ class MixedSampler:
                 }
             )
         self.agent.continue_trajectories(envs, probes)
+        self.probe_seconds = time.perf_counter() - start
         return originals + probes
 
     def _should_probe(self, trajectory: Trajectory, originals: Sequence[Trajectory]) -> bool:

@@ -97,7 +97,11 @@ class PromptPool:
 
 
 def make_probe(
-    original: Trajectory, prompt_text: str, prompt_ids: Sequence[int], tokenizer
+    original: Trajectory,
+    prompt_text: str,
+    prompt_ids: Sequence[int],
+    tokenizer,
+    prompt_logprobs: Sequence[float] | None = None,
 ) -> Trajectory:
     """A probe of a trajectory that answered wrongly (spec §3.2 items 3-5).
 
@@ -107,6 +111,8 @@ def make_probe(
     policy in an environment reset at the next turn. Sampled ids are kept as sampled
     (the official code re-tokenises the edited text instead); if the token that starts
     ``<answer>`` also carries text before it, that text is dropped with it.
+    ``prompt_logprobs`` (:meth:`PromptPool.token_logprobs`) become the prompt tokens'
+    sampling log-probs: the prompt was drawn from the pool, not from the policy.
     """
     if original.is_probe:
         raise ValueError("probes are not probed again (one level of probing, spec §3.2)")
@@ -136,5 +142,9 @@ def make_probe(
         finished=False,
         is_probe=True,
     )
-    probe.extend(list(prompt_ids), Component.PROBE_PROMPT)
+    probe.extend(
+        list(prompt_ids),
+        Component.PROBE_PROMPT,
+        None if prompt_logprobs is None else list(prompt_logprobs),
+    )
     return probe

@@ -17,7 +17,9 @@ class CausalLMModule(TorchRLModule):
     the target positions, which is all the learner's loss needs (token-level PPO has
     no value head in GRPO).
 
-    ``model_config`` keys: ``model`` (required), ``gradient_checkpointing`` (bool).
+    ``model_config`` keys: ``model`` (required), ``gradient_checkpointing`` (bool),
+    ``entropy`` (None, ``"metric"`` or ``"loss"``: also return the per-token entropy,
+    with a gradient only for ``"loss"``).
     Batch keys: ``input_ids``, ``attention_mask``, ``target_mask`` (``[batch, seq]``).
     """
 
@@ -32,8 +34,10 @@ class CausalLMModule(TorchRLModule):
             self.model.gradient_checkpointing_enable()
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        return {
-            "logprobs": response_token_logprobs(
-                self.model, batch["input_ids"], batch["attention_mask"], batch["target_mask"]
-            )
-        }
+        entropy = (self.model_config or {}).get("entropy")
+        out = response_token_logprobs(
+            self.model, batch["input_ids"], batch["attention_mask"], batch["target_mask"], entropy
+        )
+        if entropy is None:
+            return {"logprobs": out}
+        return {"logprobs": out[0], "entropy": out[1]}

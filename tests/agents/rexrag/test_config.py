@@ -58,11 +58,16 @@ def test_yaml_round_trip(tmp_path):
 def test_presets_load_and_validate():
     assert presets() == ["qwen2.5-3b-search-r1", "tiny-cpu"]
     paper = RexRagConfig.from_yaml("qwen2.5-3b-search-r1")
-    assert paper.to_yaml_dict() | {"backend": "hf"} == RexRagConfig().to_yaml_dict() | {
-        "backend": "hf"
-    }
+    hardware = {"backend", "num_env_runners", "num_learners", "num_gpus_per_learner"}
+    hardware |= {"num_gpus_per_env_runner", "gradient_checkpointing"}
+
+    def algorithm_fields(config):
+        return {k: v for k, v in config.to_yaml_dict().items() if k not in hardware}
+
+    assert algorithm_fields(paper) == algorithm_fields(RexRagConfig())  # the defaults
+    assert (paper.num_learners, paper.num_gpus_per_learner, paper.backend) == (8, 1, "vllm")
     tiny = RexRagConfig.from_yaml("tiny-cpu", {"group_size": 3})
-    assert (tiny.model, tiny.group_size) == ("tiny", 3)
+    assert (tiny.llm, tiny.group_size) == ("tiny", 3)
     for config in (paper, tiny):
         config.check_settings()
     with pytest.raises(FileNotFoundError, match="tiny-cpu"):
@@ -73,7 +78,7 @@ def test_default_module_is_the_configured_causal_lm(tiny_model_dir):
     from agents.rexrag.rl_module import CausalLMModule
     from rexrag_env.spaces import UnicodeText
 
-    spec = RexRagConfig().training(model=str(tiny_model_dir)).get_default_rl_module_spec()
+    spec = RexRagConfig().training(llm=str(tiny_model_dir)).get_default_rl_module_spec()
     assert spec.module_class is CausalLMModule
     spec.observation_space = spec.action_space = UnicodeText()
     assert spec.build().model.config.model_type == "qwen2"

@@ -13,7 +13,7 @@ def make_runner(tiny_model_dir, **overrides):
     config = RexRagConfig.from_yaml(
         "tiny-cpu",
         {
-            "model": str(tiny_model_dir),
+            "llm": str(tiny_model_dir),
             "dataset": "musique",
             "questions_per_iteration": 2,
             "group_size": 2,
@@ -28,7 +28,9 @@ def make_runner(tiny_model_dir, **overrides):
 def test_sample_returns_labelled_groups(tiny_model_dir, bm25_retriever):
     runner = make_runner(tiny_model_dir)
     runner.assert_healthy()
-    trajectories = runner.sample()
+    result = runner.sample()
+    assert result.error is None and result.seconds["generation"] > 0
+    trajectories = result.trajectories
     originals = [t for t in trajectories if not t.is_probe]
     assert len(originals) == 4 and len({t.example_id for t in originals}) == 2
     for trajectory in trajectories:
@@ -53,3 +55,17 @@ def test_weights_sync_reaches_the_generator(tiny_model_dir, bm25_retriever):
     assert runner.get_state()[WEIGHTS_SEQ_NO] == 3
     runner.set_state({COMPONENT_RL_MODULE: state, WEIGHTS_SEQ_NO: 2})  # stale: ignored
     assert runner.get_state()[WEIGHTS_SEQ_NO] == 3
+    assert COMPONENT_RL_MODULE not in runner.get_state(not_components=[COMPONENT_RL_MODULE])
+
+
+def test_same_seed_same_sample_and_errors_come_back_as_data(tiny_model_dir, bm25_retriever):
+    runner = make_runner(tiny_model_dir)
+    first, again = runner.sample(seed=5), runner.sample(seed=5)
+    assert [t.token_ids for t in first.trajectories] == [t.token_ids for t in again.trajectories]
+    assert [t.token_ids for t in runner.sample(seed=6).trajectories] != [
+        t.token_ids for t in first.trajectories
+    ]
+    runner.sampler.make_env = None  # the runner's own machinery breaks mid-sample
+    runner.sampler._envs.clear()
+    broken = runner.sample(seed=5)
+    assert broken.error and "TypeError" in broken.error and not broken.trajectories

@@ -14,7 +14,7 @@ from rexrag_env.spaces import UnicodeText
 def learner(tiny_model_dir):
     config = (
         RexRagConfig()
-        .training(model=str(tiny_model_dir), lr=1e-2, kl_coeff=0.1)
+        .training(llm=str(tiny_model_dir), lr=1e-2, kl_coeff=0.1)
         .learners(learner_class=RexRagLearner)
     )
     return config.build_learner(spaces={"default_policy": (UnicodeText(), UnicodeText())})

@@ -1,0 +1,93 @@
+"""Supervised warm start: maximise the likelihood of demonstration trajectories' model tokens.
+
+RL from a policy that never emits ``<answer>`` gets no reward signal, so small policies
+start from a few demonstrations (as R1-style pipelines start from an SFT checkpoint).
+Demonstrations are token trajectories like any rollout (the env's observations are in
+them, labelled INFO/FEEDBACK), and only MODEL tokens are trained, exactly as the RL
+learner masks them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from agents.llm_agent import prompt_token_ids
+from agents.rexrag.logprobs import response_token_logprobs
+from agents.rexrag.losses import masked_mean
+from agents.rexrag.token_batch import to_token_batch
+from agents.trajectory import Component, Trajectory
+from rexrag_env.protocol import make_prompt_messages
+
+
+def supervised_finetune(
+    model,
+    demonstrations: Sequence[Trajectory],
+    *,
+    steps: int,
+    lr: float = 1e-3,
+    batch_size: int = 16,
+    seed: int = 0,
+) -> list[float]:
+    """Train ``model`` in place for ``steps`` AdamW steps; returns the loss of each step.
+
+    Each step draws ``batch_size`` demonstrations (seeded, without replacement within a
+    pass) and minimises the token-mean negative log-likelihood of their trained tokens.
+    """
+    if not demonstrations:
+        raise ValueError("supervised_finetune needs at least one demonstration")
+    batch = to_token_batch(demonstrations)
+    device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    rng = np.random.default_rng(seed)
+    order: list[int] = []
+    losses = []
+    model.train()
+    for _ in range(steps):
+        if len(order) < batch_size:
+            order.extend(rng.permutation(len(batch)).tolist())
+        rows, order = order[:batch_size], order[batch_size:]
+        selected = batch.select(rows)
+        mask = torch.as_tensor(selected.loss_mask, device=device)
+        logprobs = response_token_logprobs(
+            model,
+            torch.as_tensor(selected.input_ids, device=device),
+            torch.as_tensor(selected.attention_mask, device=device),
+            mask,
+        )
+        loss = -masked_mean(logprobs, mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+def tokenize_demonstration(
+    trajectory: Trajectory, tokenizer, max_observation_tokens: int = 500
+) -> Trajectory:
+    """A text trajectory (any agent's, e.g. a scripted one) as a token demonstration.
+
+    The prompt goes through the chat template as in :class:`~agents.llm_agent.LLMAgent`;
+    each action becomes MODEL tokens and each observation INFO (or FEEDBACK for an
+    invalid action) tokens, cut to ``max_observation_tokens`` like a rollout's. Unlike
+    rollouts, demonstrations are text, so encoding them here is the only option.
+    """
+    prompt = prompt_token_ids(
+        tokenizer, trajectory.prompt, make_prompt_messages(trajectory.question)
+    )
+    demonstration = replace(trajectory, token_ids=[], components=[], sampling_logprobs=[])
+    demonstration.extend(prompt, Component.PROMPT)
+    demonstration.prompt_length = len(prompt)
+    for turn in trajectory.turns:
+        demonstration.extend(
+            tokenizer.encode(turn.action, add_special_tokens=False), Component.MODEL
+        )
+        label = Component.FEEDBACK if turn.action_type == "invalid" else Component.INFO
+        observation = tokenizer.encode(turn.observation, add_special_tokens=False)
+        demonstration.extend(observation[:max_observation_tokens], label)
+    return demonstration

@@ -1,0 +1,167 @@
+"""The whole algorithm on CPU with a tiny policy: local and Ray EnvRunners, probes,
+weight sync, checkpoints, faults (issue 4's integration tests)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import pytest
+import torch
+from ray.rllib.core import DEFAULT_MODULE_ID
+
+from agents.rexrag.probes import PromptPool
+from agents.rexrag.rexrag import METRICS_KEY, RolloutFailedError
+from agents.trajectory import Component
+
+from .conftest import tiny_config
+
+
+def learner_weights(algo) -> dict[str, torch.Tensor]:
+    return {
+        k: v.detach().clone()
+        for k, v in algo.learner_group._learner.module[DEFAULT_MODULE_ID].model.state_dict().items()
+    }
+
+
+def test_probes_are_labelled_and_share_their_group(answering_model_dir, capital_task):
+    from agents.rexrag.env_runner import RexRagEnvRunner
+
+    runner = RexRagEnvRunner(config=tiny_config(answering_model_dir, capital_task))
+    result = runner.sample(seed=0)
+    assert result.error is None
+    originals = [t for t in result.trajectories if not t.is_probe]
+    probes = [t for t in result.trajectories if t.is_probe]
+    assert len(originals) == 4 * 3 and probes  # probe_prob=1: every wrong answer spawns one
+    wrong = [t for t in originals if t.reward == 0 and t.turns[-1].action_type == "answer"]
+    assert len(probes) <= len(wrong)
+    tokenizer = runner.sampler.agent.tokenizer
+    pool = PromptPool(
+        [tokenizer.encode(p, add_special_tokens=False) for p in runner.sampler.prompts]
+    )
+    for probe in probes:
+        labels = probe.components
+        start = labels.index(Component.PROBE_PROMPT)
+        length = labels.count(Component.PROBE_PROMPT)
+        assert all(c == Component.PROBE_PROMPT for c in labels[start : start + length])
+        prompt_ids = probe.token_ids[start : start + length]
+        assert probe.sampling_logprobs[start : start + length] == pytest.approx(
+            pool.token_logprobs(prompt_ids)
+        )
+        parents = [t for t in wrong if t.token_ids[:start] == probe.token_ids[:start]]
+        assert parents and parents[0].example_id == probe.example_id  # same group
+        assert Component.MODEL in labels[start + length :]  # the policy continued
+
+
+@pytest.fixture(scope="module")
+def local_algo(answering_model_dir, capital_task, ray_cluster):
+    algo = tiny_config(answering_model_dir, capital_task).build_algo()
+    yield algo
+    algo.stop()
+
+
+def test_one_local_iteration_trains_on_probes_and_syncs_weights(local_algo):
+    before = learner_weights(local_algo)
+    metrics = local_algo.train()[METRICS_KEY]
+    assert metrics["probes_spawned"] > 0 and metrics["probes_kept"] > 0
+    assert 0 < metrics["alpha"] < 1
+    assert metrics["num_questions"] == 4
+    for name, value in metrics.items():
+        assert math.isfinite(value), name
+    assert metrics["logprob_mismatch"] < 1e-3  # sampler and learner score tokens alike
+    after = learner_weights(local_algo)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    runner_state = local_algo.env_runner.module.model.state_dict()
+    assert all(torch.equal(runner_state[k], after[k]) for k in after)
+
+
+def test_plain_grpo_without_probes(answering_model_dir, capital_task, ray_cluster):
+    algo = tiny_config(answering_model_dir, capital_task, probes=False).build_algo()
+    try:
+        metrics = algo.train()[METRICS_KEY]
+    finally:
+        algo.stop()
+    assert metrics["probes_spawned"] == 0 and metrics["alpha"] == 0
+    assert metrics["importance_weight_mean"] == pytest.approx(1.0)
+    assert metrics["dead_end_fraction_before_probing"] == metrics["dead_end_fraction_after_probing"]
+
+
+COMPARED = ("accuracy_original", "probes_kept", "policy_loss", "kl", "keep_ratio", "trained_tokens")
+
+
+def test_checkpoint_restore_continues_like_an_uninterrupted_run(
+    answering_model_dir, capital_task, ray_cluster, tmp_path
+):
+    config = tiny_config(answering_model_dir, capital_task)
+    uninterrupted = config.build_algo()
+    uninterrupted.train()
+    expected = uninterrupted.train()[METRICS_KEY]
+    uninterrupted.stop()
+
+    first = config.build_algo()
+    first.train()
+    first.save_to_path(str(tmp_path / "checkpoint"))
+    first.stop()
+    resumed = config.build_algo()
+    resumed.restore_from_path(str(tmp_path / "checkpoint"))
+    assert resumed.iteration == 1
+    metrics = resumed.train()[METRICS_KEY]
+    resumed.stop()
+    for name in COMPARED:
+        assert metrics[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-6), name
+
+
+def test_two_env_runner_actors_and_a_killed_one_is_restarted(
+    answering_model_dir, capital_task, ray_cluster
+):
+    config = tiny_config(answering_model_dir, capital_task, num_env_runners=2)
+    algo = config.build_algo()
+    try:
+        metrics = algo.train()[METRICS_KEY]
+        assert metrics["num_questions"] == 4  # two questions from each runner
+        weights = learner_weights(algo)
+        synced = algo.env_runner_group.foreach_env_runner(
+            lambda runner: runner.module.model.get_input_embeddings().weight.detach().clone(),
+            local_env_runner=False,
+        )
+        key = "model.embed_tokens.weight"
+        assert len(synced) == 2 and all(torch.equal(w, weights[key]) for w in synced)
+
+        algo.env_runner_group.foreach_env_runner(
+            lambda runner: os._exit(1), remote_worker_ids=[1], local_env_runner=False
+        )
+        assert algo.env_runner_group.num_healthy_remote_workers() == 1
+        # Training goes on: with the healthy runner alone, or with both when Ray has
+        # already restarted the dead one and RexRag.restore_env_runners synced it.
+        assert algo.train()[METRICS_KEY]["num_questions"] in (2, 4)
+        for _ in range(60):
+            if algo.env_runner_group.num_healthy_remote_workers() == 2:
+                break
+            algo.restore_env_runners(algo.env_runner_group)
+            time.sleep(1.0)
+        assert algo.env_runner_group.num_healthy_remote_workers() == 2
+        assert algo._counters["total_num_restored_workers"] == 1
+        key = "model.model.embed_tokens.weight"
+        weights = learner_weights(algo)
+        restarted = algo.env_runner_group.foreach_env_runner(
+            lambda runner: torch.as_tensor(runner.module.get_state()[key]),
+            remote_worker_ids=[1],
+            local_env_runner=False,
+        )
+        assert torch.equal(restarted[0], weights[key.removeprefix("model.")])
+        assert algo.train()[METRICS_KEY]["num_questions"] == 4
+    finally:
+        algo.stop()
+
+
+def test_a_retriever_that_is_down_fails_the_iteration_clearly(
+    answering_model_dir, capital_task, ray_cluster, free_port
+):
+    url = f"http://127.0.0.1:{free_port}"
+    algo = tiny_config(answering_model_dir, capital_task, retriever=url).build_algo()
+    try:
+        with pytest.raises(RolloutFailedError, match=f"127.0.0.1:{free_port}"):
+            algo.train()
+    finally:
+        algo.stop()
