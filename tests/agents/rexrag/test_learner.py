@@ -6,7 +6,7 @@ import torch
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 
 from agents.rexrag.config import RexRagConfig
-from agents.rexrag.learner import RexRagLearner
+from agents.rexrag.learner import RexRagLearner, micro_batches, warmup_learning_rate
 from rexrag_env.spaces import UnicodeText
 
 
@@ -48,6 +48,7 @@ def test_update_changes_weights_and_reports_metrics(learner):
     assert any(not torch.equal(before[k], after[k]) for k in before)
     flat = str(results)
     assert "policy_loss" in flat and "clip_fraction" in flat and "kl" in flat
+    assert "entropy" in flat
 
 
 def test_info_tokens_get_no_gradient(learner):
@@ -76,3 +77,77 @@ def test_info_tokens_get_no_gradient(learner):
     assert torch.allclose(gradient(changed), baseline)
     changed["behaviour_logprobs"][:, 5] = 5.0  # a MODEL position: the gradient changes
     assert not torch.allclose(gradient(changed), baseline)
+
+
+def test_micro_batches_fit_the_token_budget():
+    attention = torch.tensor([[1] * 3 + [0] * 3, [1] * 6, [1] * 2 + [0] * 4, [1] * 5 + [0]])
+    assert list(micro_batches(attention, 12)) == [(slice(0, 2), 6), (slice(2, 4), 5)]
+    assert list(micro_batches(attention, 4)) == [
+        (slice(0, 1), 3),
+        (slice(1, 2), 6),  # longer than the budget: alone
+        (slice(2, 3), 2),
+        (slice(3, 4), 5),
+    ]
+
+
+def test_warmup_learning_rate():
+    assert warmup_learning_rate(1e-6, 0, 286) == pytest.approx(1e-6 / 286)
+    assert warmup_learning_rate(1e-6, 285, 286) == pytest.approx(1e-6)
+    assert warmup_learning_rate(1e-6, 999, 286) == pytest.approx(1e-6)
+    assert warmup_learning_rate(1e-6, 0, 0) == 1e-6
+
+
+def build_learner(tiny_model_dir, **settings):
+    settings = {"llm": str(tiny_model_dir), "lr": 1e-2, "lr_warmup_steps": 0, **settings}
+    config = RexRagConfig().training(**settings)
+    return config.build_learner(spaces={"default_policy": (UnicodeText(), UnicodeText())})
+
+
+def update_gradients(learner, columns):
+    """The (clipped) gradient the update applied; AdamW would hide differences in it."""
+    learner.update(batch=MultiAgentBatch({"default_policy": SampleBatch(columns)}, env_steps=4))
+    return {
+        name: p.grad.clone()
+        for name, p in learner.module["default_policy"].model.named_parameters()
+    }
+
+
+def test_gradient_accumulation_equals_one_big_batch(tiny_model_dir):
+    """Micro-batches change memory, not math: the token-mean loss is exact."""
+    columns = token_batch(vocab_size=1000, seed=2)
+    columns["loss_mask"][0, 4:8] = 0.0  # uneven token counts across rows
+    columns["attention_mask"][3, 10:] = 0
+    whole = update_gradients(build_learner(tiny_model_dir), dict(columns))
+    pieces = update_gradients(
+        build_learner(tiny_model_dir, max_tokens_per_micro_batch=12), dict(columns)
+    )
+    for name, value in whole.items():
+        assert torch.allclose(value, pieces[name], rtol=1e-4, atol=1e-7), name
+
+
+def test_nonfinite_loss_is_skipped_and_counted(tiny_model_dir):
+    learner = build_learner(tiny_model_dir)
+    module = learner.module["default_policy"]
+    before = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+    columns = token_batch(module.model.config.vocab_size, seed=3)
+    columns["behaviour_logprobs"][:, 4:8] = -np.inf  # ratios overflow
+    results = learner.update(
+        batch=MultiAgentBatch({"default_policy": SampleBatch(columns)}, env_steps=4)
+    )
+    after = module.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert results["default_policy"]["nonfinite_losses"] == 1.0
+
+
+def test_scoring_and_learning_rate_per_iteration(tiny_model_dir):
+    learner = build_learner(tiny_model_dir, lr_warmup_steps=4)
+    columns = token_batch(1000, seed=4)
+    scores = learner.score_tokens(
+        {k: columns[k] for k in ("input_ids", "attention_mask", "target_mask")}
+    )
+    assert np.array_equal(scores["old_logprobs"], scores["reference_logprobs"])  # not trained yet
+    assert (scores["old_logprobs"][:, 4:] < 0).all() and (scores["old_logprobs"][:, :4] == 0).all()
+    assert learner.start_iteration(1) == pytest.approx(1e-2 / 2)
+    optimizer = next(iter(learner._named_optimizers.values()))
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 / 2)
+    assert isinstance(optimizer, torch.optim.AdamW)

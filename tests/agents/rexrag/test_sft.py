@@ -1,0 +1,25 @@
+"""Supervised warm start on scripted demonstrations (token trajectories, MODEL tokens trained)."""
+
+import random
+
+from agents.base import run_episode
+from agents.llm.models import load_model_and_tokenizer
+from agents.rexrag.sft import supervised_finetune, tokenize_demonstration
+from agents.trajectory import Component
+from rexrag_env.env import SearchQAEnv
+
+from .conftest import GuessingAgent
+
+
+def test_demonstrations_are_labelled_and_sft_reduces_their_loss(tiny_model_dir, bm25_retriever):
+    model, tokenizer = load_model_and_tokenizer(str(tiny_model_dir))
+    env = SearchQAEnv(dataset="musique", retriever=bm25_retriever, max_turns=2)
+    text = run_episode(env, GuessingAgent(random.Random(0)), options={"index": 0})
+    demo = tokenize_demonstration(text, tokenizer, max_observation_tokens=50)
+    assert demo.components[: demo.prompt_length] == [Component.PROMPT] * demo.prompt_length
+    assert tokenizer.decode(demo.tokens_of(Component.MODEL)) == "".join(
+        turn.action for turn in text.turns
+    )
+    assert len(demo.tokens_of(Component.INFO)) == 50  # the search result, cut like a rollout's
+    losses = supervised_finetune(model, [demo] * 4, steps=15, lr=3e-3, batch_size=4)
+    assert losses[-1] < 0.5 * losses[0]
