@@ -1,4 +1,4 @@
-"""The ``rexrag`` command line: index, search, serve, quickstart."""
+"""The ``rexrag`` command line: quickstart, train, eval, index, search, serve."""
 
 from __future__ import annotations
 
@@ -163,6 +163,72 @@ def _run_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train_command(commands) -> None:
+    parser = commands.add_parser(
+        "train", help="train a search agent with REX-RAG (or GRPO: probes=false) on RLlib"
+    )
+    parser.add_argument(
+        "--config", default="tiny-cpu", help="preset name (tiny-cpu, ...) or YAML file"
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config fields to override, e.g. group_size=8 correction=sequence",
+    )
+    parser.add_argument("--stop-iters", type=int, default=20, help="iterations in all")
+    parser.add_argument("--checkpoint-dir", default="out/train", help="the run directory")
+    parser.add_argument("--checkpoint-every", type=int, default=5, help="iterations")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --checkpoint-dir"
+    )
+    parser.set_defaults(run=_run_train)
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict:
+    """``["group_size=8", "probes=false"]`` -> ``{"group_size": 8, "probes": False}``.
+
+    Values are parsed as YAML scalars, so numbers and booleans get their types."""
+    import yaml
+
+    overrides = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator or not key:
+            raise ValueError(f"override {pair!r} is not key=value")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from agents.rexrag.config import RexRagConfig
+    from agents.rexrag.rexrag import RolloutFailedError
+    from agents.rexrag.training_run import train
+
+    config = RexRagConfig.from_yaml(args.config, parse_overrides(args.overrides))
+    print(f"rexrag train: {args.config} -> {args.checkpoint_dir} ({args.stop_iters} iterations)")
+    try:
+        train(
+            config,
+            args.checkpoint_dir,
+            stop_iters=args.stop_iters,
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
+        )
+    except KeyboardInterrupt:
+        return 130
+    except RolloutFailedError as error:
+        print(
+            f"rexrag train: iteration failed: {error}\n"
+            f"the last checkpoint in {args.checkpoint_dir} is intact: fix the cause and rerun "
+            "with --resume",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"done: checkpoints, policy/ and metrics.csv in {args.checkpoint_dir}")
+    return 0
+
+
 AGENTS = ("search-once", "no-search", "oracle", "llm", "openai")
 
 
@@ -175,6 +241,11 @@ def _add_eval_command(commands) -> None:
         "--model",
         default=None,
         help="llm: alias (tiny, smollm2-135m), hub name or path; openai: served model name",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="a `rexrag train` run or checkpoint directory: evaluate its policy (as --agent llm)",
     )
     parser.add_argument(
         "--base-url",
@@ -224,6 +295,11 @@ def make_agent(args: argparse.Namespace):
 def _run_eval(args: argparse.Namespace) -> int:
     from agents.evaluation import EvalProtocol, evaluate
 
+    if args.checkpoint:
+        from agents.rexrag.training_run import resolve_policy
+
+        args.agent, args.model = "llm", str(resolve_policy(args.checkpoint))
+
     protocol = EvalProtocol(
         datasets=tuple(name.strip() for name in args.datasets.split(",") if name.strip()),
         retriever=args.retriever,
@@ -242,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rexrag", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_quickstart_command(commands)
+    _add_train_command(commands)
     _add_eval_command(commands)
     _add_index_command(commands)
     _add_search_command(commands)

@@ -85,6 +85,14 @@ class RexRagLearner(TorchLearner):
             self._set_optimizer_lr(optimizer, lr)
         return lr
 
+    def save_policy(self, directory: str) -> None:
+        """Write the policy with ``save_pretrained`` (model and tokenizer); rank 0 only."""
+        if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return
+        module = self.module[DEFAULT_MODULE_ID]
+        module.model.save_pretrained(directory)
+        module.tokenizer.save_pretrained(directory)
+
     @torch.no_grad()
     def score_tokens(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """log π_old and log π_ref of every ``target_mask`` token (spec §3.3: recomputed

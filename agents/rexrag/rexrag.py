@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -188,6 +189,11 @@ class RexRag(Algorithm):
         return {name: value / max(weights, 1.0) for name, value in totals.items()}
 
     # -- fault tolerance and checkpoints ---------------------------------------------
+
+    def export_policy(self, directory: str | Path) -> None:
+        """Save the current policy as a Hugging Face model + tokenizer (``from_pretrained``)."""
+        path = str(Path(directory).resolve())
+        self._for_each_learner(lambda learner: learner.save_policy(path))
 
     def restore_env_runners(self, env_runner_group) -> list[int]:
         """Bring restarted EnvRunners back with the learner's current weights.

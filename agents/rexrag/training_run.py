@@ -1,0 +1,184 @@
+"""A training run on disk: iterate, print progress, checkpoint, resume (``rexrag train``).
+
+Layout of a run directory::
+
+    DIR/config.yaml              the run's RexRagConfig (what --resume trains with)
+    DIR/metrics.csv              one row per iteration (appended as they finish)
+    DIR/iteration_000004/        an RLlib checkpoint (learner weights, optimizer, keep ratio)
+    DIR/iteration_000004/policy/ the policy as a Hugging Face model (from_pretrained-able)
+    DIR/iteration_000004/COMPLETE  written last: a checkpoint without it is ignored
+
+An interrupted run (Ctrl-C, a failed iteration, a killed process) loses at most the
+iterations since its last complete checkpoint; ``resume=True`` continues from there.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agents.rexrag.config import RexRagConfig
+from agents.rexrag.rexrag import METRICS_KEY
+
+CHECKPOINT_PREFIX = "iteration_"
+COMPLETE_MARKER = "COMPLETE"
+POLICY_DIR = "policy"
+
+#: (metric, label, format) of the one-line progress report.
+PROGRESS_FIELDS = (
+    ("accuracy_original", "acc", ".2f"),
+    ("accuracy_probe", "probe-acc", ".2f"),
+    ("probes_spawned", "spawned", ".0f"),
+    ("probes_kept", "kept", ".0f"),
+    ("dead_end_fraction_before_probing", "dead-end", ".2f"),
+    ("dead_end_fraction_after_probing", "->", ".2f"),
+    ("keep_ratio", "keep", ".3f"),
+    ("alpha", "alpha", ".3f"),
+    ("kl", "kl", ".4f"),
+    ("clip_fraction", "clip", ".3f"),
+    ("searches_per_trajectory", "searches", ".2f"),
+)
+
+
+class RunDirectoryError(ValueError):
+    """The run directory cannot be used as asked (would overwrite, or nothing to resume)."""
+
+
+def complete_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The run's complete checkpoints, oldest first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    return sorted(
+        path for path in run_dir.glob(f"{CHECKPOINT_PREFIX}*") if (path / COMPLETE_MARKER).is_file()
+    )
+
+
+def resolve_policy(path: str | Path) -> Path:
+    """The Hugging Face policy directory of a checkpoint or of a run's latest checkpoint."""
+    path = Path(path)
+    if (path / POLICY_DIR).is_dir():
+        return path / POLICY_DIR
+    checkpoints = complete_checkpoints(path)
+    if not checkpoints:
+        raise RunDirectoryError(f"{path} is neither a checkpoint nor a run with a complete one")
+    return checkpoints[-1] / POLICY_DIR
+
+
+def progress_line(iteration: int, total: int, metrics: dict[str, float]) -> str:
+    """``iter 3/20  acc 0.31  probe-acc 0.00  … 1.3s (gen 0.8 ret 0.1 learn 0.3)``."""
+    parts = [f"iter {iteration}/{total}"]
+    parts += [f"{label} {metrics.get(key, 0.0):{fmt}}" for key, label, fmt in PROGRESS_FIELDS]
+    phases = ("rollout", "scoring", "learning")
+    total = sum(metrics.get(f"seconds_{phase}", 0.0) for phase in phases)
+    split = " ".join(
+        f"{label} {metrics.get(f'seconds_{phase}', 0.0):.1f}"
+        for label, phase in (
+            ("gen", "generation"),
+            ("ret", "retrieval"),
+            ("probe", "probing"),
+            ("learn", "learning"),
+        )
+    )
+    seconds = f"{total:.1f}s ({split})"
+    return "  ".join([*parts, seconds])
+
+
+def _append_metrics(path: Path, iteration: int, metrics: dict[str, float]) -> None:
+    row = {"iteration": iteration, **{k: float(v) for k, v in sorted(metrics.items())}}
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _truncate_metrics(path: Path, iterations: int) -> None:
+    """Drop rows past ``iterations`` (written after the checkpoint a resume starts from)."""
+    if not path.exists():
+        return
+    with path.open(newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if int(row["iteration"]) <= iterations]
+    with path.open("w", newline="") as handle:
+        if rows:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def save_checkpoint(algo, run_dir: Path) -> Path:
+    """Write the algorithm's checkpoint and its policy, marking it complete last."""
+    path = run_dir / f"{CHECKPOINT_PREFIX}{algo.iteration:06d}"
+    if path.exists():
+        shutil.rmtree(path)
+    algo.save_to_path(str(path.resolve()))
+    algo.export_policy(path / POLICY_DIR)
+    (path / COMPLETE_MARKER).write_text("ok\n")
+    return path
+
+
+def train(
+    config: RexRagConfig,
+    run_dir: str | Path,
+    *,
+    stop_iters: int,
+    checkpoint_every: int = 1,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Train until ``stop_iters`` iterations in all; returns this call's iteration metrics.
+
+    With ``resume``, the config is the run's own ``config.yaml`` (``config`` is
+    ignored) and training continues from the latest complete checkpoint.
+    """
+    import ray
+
+    run_dir = Path(run_dir)
+    checkpoints = complete_checkpoints(run_dir)
+    config_path = run_dir / "config.yaml"
+    if resume:
+        if not config_path.is_file():
+            raise RunDirectoryError(f"nothing to resume in {run_dir}: no config.yaml")
+        config = RexRagConfig.from_yaml(config_path)
+    elif checkpoints or config_path.exists():
+        raise RunDirectoryError(
+            f"{run_dir} already holds a run: pass --resume to continue it, or another directory"
+        )
+    config.validate()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        config.to_yaml(config_path)
+    if not ray.is_initialized():
+        ray.init(
+            address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False
+        )
+    algo = config.build_algo()
+    history: list[dict[str, Any]] = []
+    try:
+        if resume and checkpoints:
+            algo.restore_from_path(str(checkpoints[-1].resolve()))
+            log(f"resumed from {checkpoints[-1]} (iteration {algo.iteration})")
+        _truncate_metrics(run_dir / "metrics.csv", algo.iteration)
+        last_saved = algo.iteration
+        try:
+            while algo.iteration < stop_iters:
+                metrics = algo.train()[METRICS_KEY]
+                history.append(metrics)
+                _append_metrics(run_dir / "metrics.csv", algo.iteration, metrics)
+                log(progress_line(algo.iteration, stop_iters, metrics))
+                if algo.iteration % checkpoint_every == 0 or algo.iteration == stop_iters:
+                    save_checkpoint(algo, run_dir)
+                    last_saved = algo.iteration
+        except KeyboardInterrupt:
+            if algo.iteration > last_saved:
+                save_checkpoint(algo, run_dir)
+            log(f"interrupted after iteration {algo.iteration}: resume with --resume")
+            raise
+    finally:
+        algo.stop()
+    return history

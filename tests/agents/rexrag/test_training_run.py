@@ -1,0 +1,94 @@
+"""`rexrag train` / `rexrag eval --checkpoint`: progress, checkpoints, resume, failures."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from transformers import AutoModelForCausalLM
+
+from agents.cli import main, parse_overrides
+from agents.rexrag.training_run import complete_checkpoints, resolve_policy, train
+
+from .conftest import tiny_config
+
+
+def overrides(model_dir, task, **extra):
+    values = {
+        "llm": model_dir,
+        "dataset": task,
+        "questions_per_iteration": 2,
+        "group_size": 2,
+        "max_new_tokens_per_turn": 24,
+        "seed": 0,
+        **extra,
+    }
+    return [f"{key}={value}" for key, value in values.items()]
+
+
+def csv_iterations(run_dir):
+    with (run_dir / "metrics.csv").open() as handle:
+        return [int(row["iteration"]) for row in csv.DictReader(handle)]
+
+
+def test_parse_overrides():
+    assert parse_overrides(["group_size=8", "probes=false", "llm=a=b"]) == {
+        "group_size": 8,
+        "probes": False,
+        "llm": "a=b",
+    }
+    with pytest.raises(ValueError, match="key=value"):
+        parse_overrides(["group_size"])
+
+
+def test_train_resume_and_evaluate_from_the_command_line(
+    answering_model_dir, capital_task, ray_cluster, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    args = [*overrides(answering_model_dir, capital_task), "--checkpoint-dir", str(run)]
+    assert main(["train", *args, "--stop-iters", "2", "--checkpoint-every", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "iter 1/2" in out and "iter 2/2" in out and "dead-end" in out
+    assert [p.name for p in complete_checkpoints(run)] == ["iteration_000001", "iteration_000002"]
+    AutoModelForCausalLM.from_pretrained(resolve_policy(run))  # a plain HF model directory
+
+    assert main(["train", *args, "--stop-iters", "3"]) == 2  # never overwrites a run
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--checkpoint-dir", str(run), "--resume", "--stop-iters", "3"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert csv_iterations(run) == [1, 2, 3]
+
+    out_dir = tmp_path / "eval"
+    evaluation = ["eval", "--checkpoint", str(run), "--datasets", str(capital_task)]
+    assert main([*evaluation, "--limit", "2", "--max-turns", "2", "--out", str(out_dir)]) == 0
+    assert "capitals" in json.loads((out_dir / "summary.json").read_text())
+
+
+def test_an_interrupted_run_keeps_its_progress_and_resumes(
+    answering_model_dir, capital_task, ray_cluster, tmp_path
+):
+    run = tmp_path / "run"
+    config = tiny_config(answering_model_dir, capital_task, questions_per_iteration=2)
+    lines = []
+
+    def interrupt_after_two(line):
+        lines.append(line)
+        if len(lines) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, run, stop_iters=10, checkpoint_every=5, log=interrupt_after_two)
+    assert [p.name for p in complete_checkpoints(run)] == ["iteration_000002"]
+    history = train(config, run, stop_iters=3, resume=True, log=lines.append)
+    assert len(history) == 1 and csv_iterations(run) == [1, 2, 3]
+
+
+def test_a_failed_iteration_exits_with_a_resume_hint(
+    answering_model_dir, capital_task, ray_cluster, tmp_path, free_port, capsys
+):
+    url = f"http://127.0.0.1:{free_port}"
+    args = overrides(answering_model_dir, capital_task, retriever=url)
+    assert main(["train", *args, "--checkpoint-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"127.0.0.1:{free_port}" in err and "--resume" in err
