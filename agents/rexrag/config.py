@@ -7,7 +7,7 @@ Presets are YAML files of overrides (``presets/*.yaml``), not code branches.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,8 @@ class RexRagSettings:
     llm: str = "Qwen/Qwen2.5-3B"  # the policy: alias, hub name or save_pretrained directory
     dataset: str = "hotpotqa"
     retriever: str = "bm25"
-    backend: str = "hf"
+    backend: str = "hf"  # rollout generation: "hf" (transformers, CPU/GPU) or "vllm" (GPU)
+    vllm_options: dict = field(default_factory=lambda: {"gpu_memory_utilization": 0.4})
     questions_per_iteration: int = 512
     group_size: int = 5
     probes: bool = True  # False: plain GRPO (Search-R1)
@@ -56,6 +57,9 @@ class RexRagSettings:
     weight_decay: float = 0.01
     max_tokens_per_micro_batch: int = 24000  # ppo_max_token_len_per_gpu: memory, not math
     gradient_checkpointing: bool = False
+    lora_rank: int = 0  # > 0: train LoRA adapters of this rank instead of all weights
+    lora_alpha: float = 16.0
+    lora_target_modules: str | list[str] = "all-linear"
 
 
 _SETTINGS = tuple(f.name for f in fields(RexRagSettings))
@@ -105,6 +109,13 @@ class RexRagConfig(AlgorithmConfig):
                 "model": self.llm,
                 "gradient_checkpointing": self.gradient_checkpointing,
                 "entropy": "loss" if self.entropy_coeff > 0 else "metric",
+                "lora": None
+                if self.lora_rank <= 0
+                else {
+                    "r": self.lora_rank,
+                    "alpha": self.lora_alpha,
+                    "target_modules": self.lora_target_modules,
+                },
             },
         )
 
@@ -162,6 +173,10 @@ class RexRagConfig(AlgorithmConfig):
         if self.max_tokens_per_micro_batch < 1:
             problems.append(
                 f"max_tokens_per_micro_batch must be >= 1, got {self.max_tokens_per_micro_batch!r}"
+            )
+        if self.lora_rank > 0 and self.backend == "vllm":
+            problems.append(
+                "lora_rank > 0 needs backend 'hf' (the vLLM backend syncs full weights only)"
             )
         if self.sequence_weight_cap <= 0:
             problems.append(f"sequence_weight_cap must be > 0, got {self.sequence_weight_cap!r}")

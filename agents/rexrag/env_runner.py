@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+import torch
 from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 from ray.rllib.env.env_runner import EnvRunner
 from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
@@ -51,11 +52,7 @@ class RexRagEnvRunner(EnvRunner):
 
     def __init__(self, *, config, **kwargs):
         super().__init__(config=config, **kwargs)
-        spec = config.get_default_rl_module_spec()
-        spec.observation_space = spec.action_space = UnicodeText()
-        spec.inference_only = True
-        self.module = spec.build()
-        generator = HFGenerator(self.module.model, self.module.tokenizer)
+        self.module, generator = self._make_policy(config)
         seed = (config.seed or 0) + 1000 * (self.worker_index or 0)
         sampling = SamplingParams(
             temperature=config.temperature,
@@ -83,6 +80,23 @@ class RexRagEnvRunner(EnvRunner):
         )
         self._rng = random.Random(seed)
         self._weights_seq_no = 0
+
+    @staticmethod
+    def _make_policy(config) -> tuple[Any, Any]:
+        """``(module, generator)``: HF generates with the RLlib module's own model (on the
+        runner's GPU when it has one); vLLM holds its own copy of the weights and takes
+        each sync through ``load_weights``, so the runner keeps no module."""
+        if config.backend == "vllm":
+            from agents.llm.vllm_backend import VLLMGenerator
+
+            return None, VLLMGenerator.from_pretrained(config.llm, **config.vllm_options)
+        spec = config.get_default_rl_module_spec()
+        spec.observation_space = spec.action_space = UnicodeText()
+        spec.inference_only = True
+        module = spec.build()
+        if config.num_gpus_per_env_runner > 0 and torch.cuda.is_available():
+            module.model.to("cuda")
+        return module, HFGenerator(module.model, module.tokenizer)
 
     def sample(
         self,
@@ -126,8 +140,8 @@ class RexRagEnvRunner(EnvRunner):
         return {"__env__": spaces, DEFAULT_MODULE_ID: spaces}
 
     def assert_healthy(self) -> None:
-        if self.module is None or not self.questions:
-            raise RuntimeError("RexRagEnvRunner has no policy module or no questions")
+        if self.sampler is None or not self.questions:
+            raise RuntimeError("RexRagEnvRunner is stopped or has no questions")
 
     def get_metrics(self) -> dict[str, Any]:
         return {}
@@ -139,7 +153,7 @@ class RexRagEnvRunner(EnvRunner):
         excluded = (
             not_components if isinstance(not_components, (list, tuple, set)) else [not_components]
         )
-        if COMPONENT_RL_MODULE not in excluded:
+        if COMPONENT_RL_MODULE not in excluded and self.module is not None:
             state[COMPONENT_RL_MODULE] = self.module.get_state()
         return state
 
@@ -154,7 +168,12 @@ class RexRagEnvRunner(EnvRunner):
                 weights = ray.get(weights)
             if isinstance(weights, dict) and DEFAULT_MODULE_ID in weights:
                 weights = weights[DEFAULT_MODULE_ID]
-            self.module.set_state(weights)
+            if self.module is not None:
+                self.module.set_state(weights)
+            else:  # vLLM: module keys are "model." + the HF parameter names
+                self.sampler.agent.generator.load_weights(
+                    {k.removeprefix("model."): torch.as_tensor(v) for k, v in weights.items()}
+                )
             self._weights_seq_no = max(self._weights_seq_no, sequence)
 
     def stop(self) -> None:

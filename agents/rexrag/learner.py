@@ -63,8 +63,18 @@ class RexRagLearner(TorchLearner):
 
     def build(self) -> None:
         super().build()
-        model = self.module[DEFAULT_MODULE_ID].model
-        self.reference_model = copy.deepcopy(model).eval().requires_grad_(False)
+        module = self.module[DEFAULT_MODULE_ID]
+        # With LoRA the reference is the base model with the adapters disabled: no copy.
+        self.reference_model = (
+            None if module.uses_lora else copy.deepcopy(module.model).eval().requires_grad_(False)
+        )
+
+    def _reference_logprobs(self, ids, attention, targets) -> torch.Tensor:
+        module = self.module[DEFAULT_MODULE_ID]
+        if self.reference_model is not None:
+            return response_token_logprobs(self.reference_model, ids, attention, targets)
+        with module.model.disable_adapter():
+            return response_token_logprobs(module.model, ids, attention, targets)
 
     def configure_optimizers_for_module(self, module_id: str, config=None) -> None:
         """AdamW (β 0.9/0.999, weight decay) as the official run; lr set per iteration."""
@@ -90,7 +100,10 @@ class RexRagLearner(TorchLearner):
         if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
             return
         module = self.module[DEFAULT_MODULE_ID]
-        module.model.save_pretrained(directory)
+        model = module.model
+        if module.uses_lora:  # a plain model for from_pretrained: adapters merged in a copy
+            model = copy.deepcopy(model).merge_and_unload()
+        model.save_pretrained(directory)
         module.tokenizer.save_pretrained(directory)
 
     @torch.no_grad()
@@ -110,9 +123,7 @@ class RexRagLearner(TorchLearner):
                 tensors[key][rows, :width] for key in ("input_ids", "attention_mask", "target_mask")
             )
             old[rows, :width] = response_token_logprobs(module.model, ids, attention, targets).cpu()
-            reference[rows, :width] = response_token_logprobs(
-                self.reference_model, ids, attention, targets
-            ).cpu()
+            reference[rows, :width] = self._reference_logprobs(ids, attention, targets).cpu()
         module.model.train(was_training)
         return {"old_logprobs": old.numpy(), "reference_logprobs": reference.numpy()}
 

@@ -9,6 +9,18 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from agents.rexrag.logprobs import response_token_logprobs
 
 
+def with_lora_adapters(model, r: int, alpha: float, target_modules: str | list[str]):
+    """``model`` with trainable LoRA adapters and every base weight frozen (peft)."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as error:
+        raise ImportError("LoRA needs peft: pip install 'rexrag[lora]'") from error
+    adapters = LoraConfig(
+        r=r, lora_alpha=alpha, target_modules=target_modules, task_type="CAUSAL_LM"
+    )
+    return get_peft_model(model, adapters)
+
+
 class CausalLMModule(TorchRLModule):
     """The policy: a causal LM loaded by alias, hub name or path (``model_config["model"]``).
 
@@ -18,6 +30,7 @@ class CausalLMModule(TorchRLModule):
     no value head in GRPO).
 
     ``model_config`` keys: ``model`` (required), ``gradient_checkpointing`` (bool),
+    ``lora`` (``{"r", "alpha", "target_modules"}``: train LoRA adapters only, with peft),
     ``entropy`` (None, ``"metric"`` or ``"loss"``: also return the per-token entropy,
     with a gradient only for ``"loss"``).
     Batch keys: ``input_ids``, ``attention_mask``, ``target_mask`` (``[batch, seq]``).
@@ -32,6 +45,12 @@ class CausalLMModule(TorchRLModule):
         self.model, self.tokenizer = load_model_and_tokenizer(config["model"])
         if config.get("gradient_checkpointing"):
             self.model.gradient_checkpointing_enable()
+        if config.get("lora"):
+            self.model = with_lora_adapters(self.model, **config["lora"])
+
+    @property
+    def uses_lora(self) -> bool:
+        return hasattr(self.model, "disable_adapter")
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         entropy = (self.model_config or {}).get("entropy")

@@ -1,5 +1,8 @@
 """The rollout worker as a local RLlib EnvRunner with the tiny model."""
 
+import importlib.util
+
+import pytest
 import torch
 from ray.rllib.core import COMPONENT_RL_MODULE
 from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
@@ -69,3 +72,9 @@ def test_same_seed_same_sample_and_errors_come_back_as_data(tiny_model_dir, bm25
     runner.sampler._envs.clear()
     broken = runner.sample(seed=5)
     assert broken.error and "TypeError" in broken.error and not broken.trajectories
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
+def test_vllm_backend_without_vllm_is_a_clear_error(tiny_model_dir, bm25_retriever):
+    with pytest.raises(ImportError, match=r"rexrag\[gpu\]"):
+        make_runner(tiny_model_dir, backend="vllm")

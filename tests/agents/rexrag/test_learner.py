@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+from transformers import AutoModelForCausalLM
 
 from agents.rexrag.config import RexRagConfig
 from agents.rexrag.learner import RexRagLearner, micro_batches, warmup_learning_rate
@@ -151,3 +152,22 @@ def test_scoring_and_learning_rate_per_iteration(tiny_model_dir):
     optimizer = next(iter(learner._named_optimizers.values()))
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 / 2)
     assert isinstance(optimizer, torch.optim.AdamW)
+
+
+def test_lora_trains_adapters_only_against_the_base_model_as_reference(tiny_model_dir, tmp_path):
+    learner = build_learner(tiny_model_dir, lora_rank=4)
+    model = learner.module["default_policy"].model
+    base = {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" not in k}
+    columns = token_batch(1000, seed=5)
+    for _ in range(2):
+        learner.update(batch=MultiAgentBatch({"default_policy": SampleBatch(columns)}, env_steps=4))
+    after = model.state_dict()
+    assert all(torch.equal(base[k], after[k]) for k in base)  # base weights frozen
+    scored = {k: columns[k] for k in ("input_ids", "attention_mask", "target_mask")}
+    scores = learner.score_tokens(scored)
+    assert not np.allclose(scores["old_logprobs"], scores["reference_logprobs"])
+    plain = build_learner(tiny_model_dir).score_tokens(scored)
+    assert np.allclose(scores["reference_logprobs"], plain["old_logprobs"], atol=1e-5)
+    learner.save_policy(str(tmp_path / "policy"))  # adapters merged: a plain HF model
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "policy")
+    assert not any("lora" in name for name, _ in merged.named_parameters())

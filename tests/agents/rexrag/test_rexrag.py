@@ -3,6 +3,7 @@ weight sync, checkpoints, faults (issue 4's integration tests)."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import time
@@ -183,3 +184,29 @@ def test_tiny_cpu_preset_improves_training_reward_in_20_iterations(
         algo.stop()
     first, last = np.mean(accuracy[:5]), np.mean(accuracy[-5:])
     assert last > first + 0.1, accuracy
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None or not torch.cuda.is_available(),
+    reason="needs vllm and a CUDA GPU",
+)
+def test_one_iteration_with_vllm_rollouts_and_a_gpu_learner(
+    answering_model_dir, capital_task, ray_cluster
+):
+    config = tiny_config(
+        answering_model_dir,
+        capital_task,
+        backend="vllm",
+        num_gpus_per_learner=1,
+        vllm_options={"gpu_memory_utilization": 0.3},
+    )
+    algo = config.build_algo()
+    try:
+        before = learner_weights(algo)
+        metrics = algo.train()[METRICS_KEY]
+        assert metrics["logprob_mismatch"] < 0.05  # vLLM's sampler vs the learner's scores
+        assert metrics["probes_spawned"] > 0
+        assert any(not torch.equal(v, learner_weights(algo)[k]) for k, v in before.items())
+    finally:
+        algo.stop()

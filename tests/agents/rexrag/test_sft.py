@@ -4,11 +4,10 @@ import random
 
 from agents.base import run_episode
 from agents.llm.models import load_model_and_tokenizer
+from agents.rexrag.sanity_task import GuessingAgent
 from agents.rexrag.sft import supervised_finetune, tokenize_demonstration
 from agents.trajectory import Component
 from rexrag_env.env import SearchQAEnv
-
-from .conftest import GuessingAgent
 
 
 def test_demonstrations_are_labelled_and_sft_reduces_their_loss(tiny_model_dir, bm25_retriever):
