@@ -108,7 +108,9 @@ class RexRagConfig(AlgorithmConfig):
             model_config={
                 "model": self.llm,
                 "gradient_checkpointing": self.gradient_checkpointing,
-                "entropy": "loss" if self.entropy_coeff > 0 else "metric",
+                # The entropy metric comes from the scoring pass; the update pays for
+                # a vocabulary-sized entropy only when it is a loss term.
+                "entropy": "loss" if self.entropy_coeff > 0 else None,
                 "lora": None
                 if self.lora_rank <= 0
                 else {

@@ -110,11 +110,12 @@ class RexRagLearner(TorchLearner):
     def score_tokens(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """log π_old and log π_ref of every ``target_mask`` token (spec §3.3: recomputed
         by the learner before the update, for probe-prompt tokens the rollout never
-        scored and for the filter). Returns ``[batch, seq]`` float32 arrays."""
+        scored and for the filter), and π_old's entropy there (the iteration's entropy
+        metric, computed here where the logits exist anyway). ``[batch, seq]`` float32."""
         module = self.module[DEFAULT_MODULE_ID]
         tensors = {k: torch.as_tensor(v, device=self._device) for k, v in columns.items()}
         old = torch.zeros(tensors["input_ids"].shape, dtype=torch.float32)
-        reference = torch.zeros_like(old)
+        reference, entropy = torch.zeros_like(old), torch.zeros_like(old)
         was_training = module.model.training
         module.model.eval()
         budget = self.config.max_tokens_per_micro_batch
@@ -122,10 +123,17 @@ class RexRagLearner(TorchLearner):
             ids, attention, targets = (
                 tensors[key][rows, :width] for key in ("input_ids", "attention_mask", "target_mask")
             )
-            old[rows, :width] = response_token_logprobs(module.model, ids, attention, targets).cpu()
+            scored, entropies = response_token_logprobs(
+                module.model, ids, attention, targets, entropy="metric"
+            )
+            old[rows, :width], entropy[rows, :width] = scored.cpu(), entropies.cpu()
             reference[rows, :width] = self._reference_logprobs(ids, attention, targets).cpu()
         module.model.train(was_training)
-        return {"old_logprobs": old.numpy(), "reference_logprobs": reference.numpy()}
+        return {
+            "old_logprobs": old.numpy(),
+            "reference_logprobs": reference.numpy(),
+            "entropy": entropy.numpy(),
+        }
 
     def _uncompiled_update(self, batch: dict, **kwargs):
         columns = batch[DEFAULT_MODULE_ID]

@@ -109,6 +109,7 @@ class RexRag(Algorithm):
                 "rollout_tokens_per_s": metrics["sampled_tokens"] / max(seconds["rollout"], 1e-9),
                 "learner_tokens_per_s": trained_tokens / max(seconds["learning"], 1e-9),
                 "logprob_mismatch": _rollout_learner_mismatch(batch, scores["old_logprobs"]),
+                "entropy": float(scores["entropy"][batch.loss_mask].mean()),
                 **{f"seconds_{name}": value for name, value in seconds.items()},
             }
         )
@@ -241,7 +242,6 @@ def _learner_values(results) -> dict[str, float]:
 _LEARNER_METRICS = (
     "policy_loss",
     "kl",
-    "entropy",
     "ratio_mean",
     "ratio_max",
     "clip_fraction",

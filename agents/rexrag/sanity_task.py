@@ -82,3 +82,27 @@ def warm_start(
         for _ in range(demonstrations_per_question)
     ]
     return supervised_finetune(model, demonstrations, steps=steps, lr=3e-3, batch_size=8, seed=seed)
+
+
+QUESTIONS_FILE = "capitals.jsonl"
+
+
+def sanity_policy_path(seed: int = 0) -> Path:
+    """The warm-started tiny policy, built once into the rexrag cache (~30 s on 2 cores).
+
+    The directory is a ``save_pretrained`` model that also holds the task's questions
+    as ``capitals.jsonl``.
+    """
+    from agents.llm.models import load_model_and_tokenizer
+    from agents.llm.tiny import tiny_model_path
+    from rexrag_env.cache import build_once, cache_dir
+    from rexrag_env.embedded import embedded_retriever
+
+    def build(directory: Path) -> None:
+        model, tokenizer = load_model_and_tokenizer(str(tiny_model_path(seed)))
+        dataset = write_capital_questions(directory / QUESTIONS_FILE)
+        warm_start(model, tokenizer, dataset, embedded_retriever("bm25"), seed=seed)
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+
+    return build_once(cache_dir() / "models" / f"tiny-sanity-{seed}-v1", build)

@@ -1,29 +1,23 @@
 """The sanity task and its warm-started tiny policy (``agents.rexrag.sanity_task``),
-built once per test session, and a small Ray cluster per module."""
+built once per test session into the private cache, and a small Ray cluster per module."""
 
 from __future__ import annotations
 
 import pytest
 import ray
 
-from agents.llm.models import load_model_and_tokenizer
 from agents.rexrag.config import RexRagConfig
-from agents.rexrag.sanity_task import warm_start, write_capital_questions
+from agents.rexrag.sanity_task import QUESTIONS_FILE, sanity_policy_path
 
 
 @pytest.fixture(scope="session")
-def capital_task(tmp_path_factory):
-    return write_capital_questions(tmp_path_factory.mktemp("task") / "capitals.jsonl")
+def answering_model_dir(private_cache):
+    return sanity_policy_path()
 
 
 @pytest.fixture(scope="session")
-def answering_model_dir(tiny_model_dir, capital_task, bm25_retriever, tmp_path_factory):
-    model, tokenizer = load_model_and_tokenizer(str(tiny_model_dir))
-    warm_start(model, tokenizer, capital_task, bm25_retriever)
-    directory = tmp_path_factory.mktemp("answering-model")
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+def capital_task(answering_model_dir):
+    return answering_model_dir / QUESTIONS_FILE
 
 
 def tiny_config(model_dir, task, **overrides) -> RexRagConfig:

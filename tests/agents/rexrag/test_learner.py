@@ -49,7 +49,6 @@ def test_update_changes_weights_and_reports_metrics(learner):
     assert any(not torch.equal(before[k], after[k]) for k in before)
     flat = str(results)
     assert "policy_loss" in flat and "clip_fraction" in flat and "kl" in flat
-    assert "entropy" in flat
 
 
 def test_info_tokens_get_no_gradient(learner):
@@ -147,6 +146,7 @@ def test_scoring_and_learning_rate_per_iteration(tiny_model_dir):
         {k: columns[k] for k in ("input_ids", "attention_mask", "target_mask")}
     )
     assert np.array_equal(scores["old_logprobs"], scores["reference_logprobs"])  # not trained yet
+    assert (scores["entropy"][:, 4:] > 0).all() and (scores["entropy"][:, :4] == 0).all()
     assert (scores["old_logprobs"][:, 4:] < 0).all() and (scores["old_logprobs"][:, :4] == 0).all()
     assert learner.start_iteration(1) == pytest.approx(1e-2 / 2)
     optimizer = next(iter(learner._named_optimizers.values()))
@@ -171,3 +171,20 @@ def test_lora_trains_adapters_only_against_the_base_model_as_reference(tiny_mode
     learner.save_policy(str(tmp_path / "policy"))  # adapters merged: a plain HF model
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "policy")
     assert not any("lora" in name for name, _ in merged.named_parameters())
+
+
+def test_entropy_bonus_is_a_loss_term_when_its_coefficient_is_positive(tiny_model_dir):
+    columns = token_batch(1000, seed=6)
+
+    def gradient(coefficient):
+        learner = build_learner(tiny_model_dir, entropy_coeff=coefficient)
+        results = learner.update(
+            batch=MultiAgentBatch({"default_policy": SampleBatch(columns)}, env_steps=4)
+        )
+        embedding = learner.module["default_policy"].model.get_input_embeddings().weight
+        return results["default_policy"], embedding.grad.clone()
+
+    without, plain_gradient = gradient(0.0)
+    with_bonus, bonus_gradient = gradient(0.5)
+    assert "entropy" not in without and with_bonus["entropy"] > 0
+    assert not torch.allclose(plain_gradient, bonus_gradient)
