@@ -9,6 +9,11 @@ and call ``model.generate`` once per turn. LLMAgent samples every active traject
 one batched call per turn with a KV cache and drops finished rows. The table reports
 generated tokens/s and trajectories/s and the speed-up over the baseline, all measured
 in the same run.
+
+The second table is the probe overhead of REX-RAG: whole training iterations of the
+RLlib algorithm (tiny-cpu preset, local EnvRunner) on the sanity task with the
+warm-started tiny policy, without probes (plain GRPO), with the official probe
+probability 20/101 and with every wrong answer probed; same questions and seeds.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import time
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import numpy as np
 import torch
 
 from agents.llm.base import SamplingParams
@@ -90,6 +96,58 @@ def naive_rollout(generator: HFGenerator, count: int, params: SamplingParams) ->
     return generated, time.perf_counter() - start
 
 
+PROBE_SETTINGS = (
+    ("GRPO (probes off)", {"probes": False}),
+    ("REX-RAG, probe_prob 20/101", {}),
+    ("REX-RAG, probe_prob 1", {"probe_prob": 1.0, "keep_ratio": 1.0}),
+)
+
+
+def probe_overhead(iterations: int) -> list[tuple[str, dict[str, float]]]:
+    """Mean per-iteration metrics of ``iterations`` RexRag iterations per setting."""
+    import ray
+
+    from agents.rexrag.config import RexRagConfig
+    from agents.rexrag.rexrag import METRICS_KEY
+    from agents.rexrag.sanity_task import QUESTIONS_FILE, sanity_policy_path
+
+    policy = sanity_policy_path()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    rows = []
+    for name, overrides in PROBE_SETTINGS:
+        config = RexRagConfig.from_yaml(
+            "tiny-cpu",
+            {"llm": str(policy), "dataset": str(policy / QUESTIONS_FILE), "seed": 0, **overrides},
+        )
+        algo = config.build_algo()
+        algo.train()  # warm-up
+        runs = [algo.train()[METRICS_KEY] for _ in range(iterations)]
+        algo.stop()
+        rows.append((name, {key: float(np.mean([r[key] for r in runs])) for key in runs[0]}))
+    ray.shutdown()
+    return rows
+
+
+def print_probe_overhead(rows: list[tuple[str, dict[str, float]]]) -> None:
+    baseline = rows[0][1]
+
+    def total(metrics):
+        return sum(metrics[f"seconds_{phase}"] for phase in ("rollout", "scoring", "learning"))
+
+    print(
+        "| setting | probes spawned/kept | sampled tokens | rollout s | of which probing s "
+        "| learning s | iteration s | vs GRPO |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, metrics in rows:
+        print(
+            f"| {name} | {metrics['probes_spawned']:.1f}/{metrics['probes_kept']:.1f} "
+            f"| {metrics['sampled_tokens']:.0f} | {metrics['seconds_rollout']:.2f} "
+            f"| {metrics['seconds_probing']:.2f} | {metrics['seconds_learning']:.2f} "
+            f"| {total(metrics):.2f} | {total(metrics) / total(baseline):.2f}x |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -98,6 +156,9 @@ def main() -> None:
     parser.add_argument("--envs", default="1,16,64", help="concurrent environments to measure")
     parser.add_argument("--max-new-tokens", type=int, default=48, help="tokens per turn")
     parser.add_argument("--naive-episodes", type=int, default=16, help="episodes for the baseline")
+    parser.add_argument(
+        "--probe-iterations", type=int, default=5, help="iterations per probe setting (0: skip)"
+    )
     args = parser.parse_args()
 
     generator = HFGenerator.from_pretrained(args.model)
@@ -126,6 +187,9 @@ def main() -> None:
             f"| {name} | {count} | {tokens} | {seconds:.2f} | {tokens / seconds:.0f} | "
             f"{trajectories_per_second:.2f} | {ratio:.1f}x |"
         )
+    if args.probe_iterations > 0:
+        print(f"\nprobe overhead: mean of {args.probe_iterations} iterations, tiny-cpu preset")
+        print_probe_overhead(probe_overhead(args.probe_iterations))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Iterator
 from typing import Any
@@ -61,16 +62,21 @@ class RexRagLearner(TorchLearner):
     The frozen reference policy (for the KL term) is a copy of the initial weights.
     """
 
+    @property
+    def policy(self):
+        """The CausalLMModule itself (unwrapped from DDP when there are several learners)."""
+        return self.module[DEFAULT_MODULE_ID].unwrapped()
+
     def build(self) -> None:
         super().build()
-        module = self.module[DEFAULT_MODULE_ID]
+        module = self.policy
         # With LoRA the reference is the base model with the adapters disabled: no copy.
         self.reference_model = (
             None if module.uses_lora else copy.deepcopy(module.model).eval().requires_grad_(False)
         )
 
     def _reference_logprobs(self, ids, attention, targets) -> torch.Tensor:
-        module = self.module[DEFAULT_MODULE_ID]
+        module = self.policy
         if self.reference_model is not None:
             return response_token_logprobs(self.reference_model, ids, attention, targets)
         with module.model.disable_adapter():
@@ -99,12 +105,20 @@ class RexRagLearner(TorchLearner):
         """Write the policy with ``save_pretrained`` (model and tokenizer); rank 0 only."""
         if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
             return
-        module = self.module[DEFAULT_MODULE_ID]
+        module = self.policy
         model = module.model
         if module.uses_lora:  # a plain model for from_pretrained: adapters merged in a copy
             model = copy.deepcopy(model).merge_and_unload()
         model.save_pretrained(directory)
         module.tokenizer.save_pretrained(directory)
+
+    def score_shard(
+        self, columns: dict[str, np.ndarray], shards: list[np.ndarray]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Score this learner's rows (``shards[rank]``): several learners split the pass."""
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        rows = shards[rank]
+        return rows, self.score_tokens({name: value[rows] for name, value in columns.items()})
 
     @torch.no_grad()
     def score_tokens(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -112,8 +126,8 @@ class RexRagLearner(TorchLearner):
         by the learner before the update, for probe-prompt tokens the rollout never
         scored and for the filter), and π_old's entropy there (the iteration's entropy
         metric, computed here where the logits exist anyway). ``[batch, seq]`` float32."""
-        module = self.module[DEFAULT_MODULE_ID]
-        tensors = {k: torch.as_tensor(v, device=self._device) for k, v in columns.items()}
+        module = self.policy
+        tensors = {k: torch.tensor(v, device=self._device) for k, v in columns.items()}
         old = torch.zeros(tensors["input_ids"].shape, dtype=torch.float32)
         reference, entropy = torch.zeros_like(old), torch.zeros_like(old)
         was_training = module.model.training
@@ -141,16 +155,25 @@ class RexRagLearner(TorchLearner):
             optimizer.zero_grad(set_to_none=True)
         total_tokens = columns["loss_mask"].sum().clamp(min=1.0)
         fwd_out, loss_sum, stats = {}, 0.0, {}
-        for rows, width in micro_batches(
-            columns["attention_mask"], self.config.max_tokens_per_micro_batch
-        ):
+        chunks = list(
+            micro_batches(columns["attention_mask"], self.config.max_tokens_per_micro_batch)
+        )
+        wrapper = self.module[DEFAULT_MODULE_ID]
+        for index, (rows, width) in enumerate(chunks):
             micro = {k: (v[rows, :width] if v.dim() == 2 else v[rows]) for k, v in columns.items()}
-            fwd_out = self.module.forward_train({DEFAULT_MODULE_ID: micro})
-            loss = self.compute_losses(fwd_out=fwd_out, batch={DEFAULT_MODULE_ID: micro})[
-                DEFAULT_MODULE_ID
-            ]
-            share = micro["loss_mask"].sum() / total_tokens
-            if loss.requires_grad:
+            # Under DDP only the last backward all-reduces: ranks may differ in micro-batches.
+            last = index == len(chunks) - 1
+            sync = (
+                contextlib.nullcontext()
+                if last or not hasattr(wrapper, "no_sync")
+                else wrapper.no_sync()
+            )
+            with sync:
+                fwd_out = self.module.forward_train({DEFAULT_MODULE_ID: micro})
+                loss = self.compute_losses(fwd_out=fwd_out, batch={DEFAULT_MODULE_ID: micro})[
+                    DEFAULT_MODULE_ID
+                ]
+                share = micro["loss_mask"].sum() / total_tokens
                 (loss * share).backward()
             loss_sum = loss_sum + loss.detach() * share
             for name, value in self.loss_stats.items():  # token-weighted means over micro-batches
@@ -189,6 +212,7 @@ class RexRagLearner(TorchLearner):
         finite = bool(torch.isfinite(total))
         metrics["nonfinite_losses"] = float(not finite)
         if not finite:
-            total = torch.zeros((), device=logprobs.device)
+            # a zero that still has a graph: every DDP rank must run backward
+            total = (torch.nan_to_num(logprobs) * 0.0).sum()
         self.loss_stats = {**metrics, **{name: float(value) for name, value in stats.items()}}
         return total

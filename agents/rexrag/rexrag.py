@@ -153,13 +153,22 @@ class RexRag(Algorithm):
         return [result.get() for result in self.learner_group.foreach_learner(func)]
 
     def _score(self, batch: TokenBatch) -> dict[str, np.ndarray]:
-        """log π_old and log π_ref of every trained token, from the (first) learner."""
+        """log π_old, log π_ref and the entropy at every trained token; each learner
+        scores its share of the rows."""
         columns = {
             "input_ids": batch.input_ids,
             "attention_mask": batch.attention_mask,
             "target_mask": batch.loss_mask,
         }
-        return self._for_each_learner(lambda learner: learner.score_tokens(columns))[0]
+        shards = np.array_split(np.arange(len(batch)), max(1, self.config.num_learners))
+        scores: dict[str, np.ndarray] = {}
+        for rows, shard in self._for_each_learner(
+            lambda learner: learner.score_shard(columns, shards)
+        ):
+            for name, values in shard.items():
+                scores.setdefault(name, np.zeros(batch.input_ids.shape, dtype=np.float32))
+                scores[name][rows, : values.shape[1]] = values
+        return scores
 
     def _update(self, columns: dict[str, np.ndarray], seed: int, sampled: int) -> dict[str, float]:
         """One optimizer step per mini-batch of ``minibatch_size`` trajectories (shuffled,

@@ -210,3 +210,20 @@ def test_one_iteration_with_vllm_rollouts_and_a_gpu_learner(
         assert any(not torch.equal(v, learner_weights(algo)[k]) for k, v in before.items())
     finally:
         algo.stop()
+
+
+def test_two_learners_split_scoring_and_train_data_parallel(
+    answering_model_dir, capital_task, ray_cluster
+):
+    config = tiny_config(answering_model_dir, capital_task, num_learners=2, minibatch_size=4)
+    algo = config.build_algo()
+    try:
+        metrics = algo.train()[METRICS_KEY]
+        assert metrics["probes_kept"] > 0 and math.isfinite(metrics["policy_loss"])
+        assert metrics["logprob_mismatch"] < 1e-3  # both shards scored with the same weights
+        weights = algo.learner_group.foreach_learner(
+            lambda learner: learner.policy.model.get_input_embeddings().weight.sum().item()
+        )
+        assert len({result.get() for result in weights}) == 1  # DDP kept the replicas equal
+    finally:
+        algo.stop()
