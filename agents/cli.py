@@ -129,11 +129,16 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 def _add_quickstart_command(commands) -> None:
     parser = commands.add_parser(
-        "quickstart", help="the main job on the shipped data (today: a search agent baseline)"
+        "quickstart",
+        help="the main job: the env with a baseline agent, then a REX-RAG training run",
     )
     parser.add_argument("--dataset", default="hotpotqa", help="embedded benchmark or dataset file")
     parser.add_argument("--retriever", default="bm25")
     parser.add_argument("--limit", type=int, default=200, help="questions to play")
+    parser.add_argument(
+        "--train-iters", type=int, default=20, help="REX-RAG iterations (0: skip training)"
+    )
+    parser.add_argument("--out", default="out/quickstart", help="where training runs go")
     parser.set_defaults(run=_run_quickstart)
 
 
@@ -160,7 +165,45 @@ def _run_quickstart(args: argparse.Namespace) -> int:
             totals[key] += result.scores[key]
     summary = "  ".join(f"{key}={100 * value / count:.1f}" for key, value in totals.items())
     print(f"{summary}  ({time.perf_counter() - start:.1f}s)")
+    if args.train_iters > 0:
+        _quickstart_training(args)
     return 0
+
+
+def _quickstart_training(args: argparse.Namespace) -> None:
+    """REX-RAG with the tiny-cpu preset on the sanity task, from its warm-started policy."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from agents.rexrag.config import RexRagConfig
+    from agents.rexrag.sanity_task import QUESTIONS_FILE, sanity_policy_path
+    from agents.rexrag.training_run import train
+
+    start = time.perf_counter()
+    print(
+        "\nREX-RAG on the sanity task: warm-starting the tiny policy (cached after the first run)"
+    )
+    policy = sanity_policy_path()
+    config = RexRagConfig.from_yaml(
+        "tiny-cpu", {"llm": str(policy), "dataset": str(policy / QUESTIONS_FILE), "seed": 0}
+    )
+    run_dir = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
+    history = train(config, run_dir, stop_iters=args.train_iters, checkpoint_every=args.train_iters)
+    window = max(1, min(5, len(history) // 2))
+
+    def mean(key, part):
+        return float(np.mean([metrics[key] for metrics in part]))
+
+    first, last = history[:window], history[-window:]
+    print(
+        f"accuracy of originals {mean('accuracy_original', first):.2f} -> "
+        f"{mean('accuracy_original', last):.2f}, dead-end fraction "
+        f"{mean('dead_end_fraction_before_probing', first):.2f} -> "
+        f"{mean('dead_end_fraction_before_probing', last):.2f} (first/last {window} iterations); "
+        f"{time.perf_counter() - start:.0f}s"
+    )
+    print(f"run directory: {run_dir} (config.yaml, metrics.csv, checkpoint with policy/)")
 
 
 def _add_train_command(commands) -> None:

@@ -183,7 +183,11 @@ class RexRagLearner(TorchLearner):
                     weight = 1.0 if name == "nonfinite_losses" else float(share)
                     stats[name] = stats.get(name, 0.0) + weight * value
         gradients = {pid: p.grad for pid, p in self._params.items() if p.grad is not None}
-        self.apply_gradients(self.postprocess_gradients(gradients))
+        nothing_finite = stats.get("nonfinite_losses", 0.0) == len(chunks)
+        # A step on all-zero gradients would still move the weights (AdamW's momentum and
+        # weight decay): skip it, unless DDP replicas must step together.
+        if not (nothing_finite and not torch.distributed.is_initialized()):
+            self.apply_gradients(self.postprocess_gradients(gradients))
         self.metrics.log_dict(stats, key=DEFAULT_MODULE_ID, window=1)
         return fwd_out, {DEFAULT_MODULE_ID: loss_sum}, {}
 

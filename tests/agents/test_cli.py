@@ -56,11 +56,14 @@ def test_errors_are_one_clear_line(args, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_quickstart_runs_the_main_job():
-    result = rexrag("quickstart", "--limit", "20")
+def test_quickstart_runs_the_main_job(tmp_path):
+    result = rexrag("quickstart", "--limit", "20", "--train-iters", "2", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "SearchOnceAgent on 20 hotpotqa questions" in result.stdout
     assert "em=" in result.stdout
+    assert "iter 2/2" in result.stdout and "accuracy of originals" in result.stdout
+    (run,) = tmp_path.iterdir()
+    assert (run / "metrics.csv").is_file() and (run / "iteration_000002" / "policy").is_dir()
 
 
 def test_serve_binds_loopback_by_default_and_answers(free_port):
