@@ -57,6 +57,9 @@ def test_token_batch_layout():
         to_token_batch([Trajectory("x", "q", ["a"], "t")])
 
 
+COMMON = {"keep_multiple_of": 1, "sequence_weight_cap": 2.0, "clip_low": 0.2, "clip_high": 0.2}
+
+
 def old_logprobs(batch):
     old = np.full(batch.input_ids.shape, math.log(0.5), dtype=np.float32)
     old[4, 4:6] = -1.0  # probe 1's prompt: mean -1 (more natural)
@@ -68,17 +71,7 @@ def test_filter_advantages_and_rexrag_correction_by_hand():
     batch = to_token_batch(sample())
     old = old_logprobs(batch)
     assert probe_prompt_scores(batch, old)[4:].tolist() == [-1.0, -3.0]
-    result = build_learner_batch(
-        batch,
-        old,
-        old,
-        keep_ratio=0.25,
-        keep_multiple_of=1,
-        correction="rexrag",
-        sequence_weight_cap=2.0,
-        clip_low=0.2,
-        clip_high=0.2,
-    )
+    result = build_learner_batch(batch, old, old, keep_ratio=0.25, correction="rexrag", **COMMON)
     assert result.rows.tolist() == [0, 1, 2, 3, 4]  # K = int(4 · 0.25) = 1: the natural probe
     assert result.kept_probe_accuracy == 1.0
     # q1 = {0, 0, 1}: mean 1/3, unbiased std 1/√3; q2 = {1, 0}: mean 1/2, std 1/√2
@@ -106,19 +99,18 @@ def test_filter_advantages_and_rexrag_correction_by_hand():
 def test_none_and_sequence_modes_and_no_probes():
     batch = to_token_batch(sample())
     old = old_logprobs(batch)
-    common = dict(keep_multiple_of=1, sequence_weight_cap=2.0, clip_low=0.2, clip_high=0.2)
-    none = build_learner_batch(batch, old, old, keep_ratio=1.0, correction="none", **common)
+    none = build_learner_batch(batch, old, old, keep_ratio=1.0, correction="none", **COMMON)
     assert len(none.rows) == 6
     kept_old = old[none.rows]
     mask = none.columns["loss_mask"].astype(bool)
     assert np.allclose(none.columns["behaviour_logprobs"][mask], kept_old[mask])
-    sequence = build_learner_batch(batch, old, old, keep_ratio=1.0, correction="sequence", **common)
+    sequence = build_learner_batch(batch, old, old, keep_ratio=1.0, correction="sequence", **COMMON)
     plain = none.columns["advantages"]
     scaled = sequence.columns["advantages"]
     # originals are scaled by 1/(1-α) = 1.5 (α = 2/6); probes by π_old(τ)/q(τ) < 1
     assert scaled[:4] == pytest.approx(plain[:4] * 1.5, rel=1e-5)
     assert all(abs(s) < abs(p) for s, p in zip(scaled[4:], plain[4:], strict=True))
-    grpo = build_learner_batch(batch, old, old, keep_ratio=0.0, correction="rexrag", **common)
+    grpo = build_learner_batch(batch, old, old, keep_ratio=0.0, correction="rexrag", **COMMON)
     assert grpo.rows.tolist() == [0, 1, 2, 3] and grpo.stats["alpha"] == 0.0
     assert grpo.kept_probe_accuracy is None
 
@@ -128,17 +120,7 @@ def test_nonfinite_logprobs_are_clamped_and_counted():
     old = old_logprobs(batch)
     old[0, 2] = -np.inf
     old[1, 3] = np.nan
-    result = build_learner_batch(
-        batch,
-        old,
-        old,
-        keep_ratio=1.0,
-        keep_multiple_of=1,
-        correction="rexrag",
-        sequence_weight_cap=2.0,
-        clip_low=0.2,
-        clip_high=0.2,
-    )
+    result = build_learner_batch(batch, old, old, keep_ratio=1.0, correction="rexrag", **COMMON)
     assert result.stats["nonfinite_logprobs"] == 2
     for column in ("behaviour_logprobs", "reference_logprobs", "advantages"):
         assert np.isfinite(result.columns[column]).all()
