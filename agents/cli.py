@@ -1,4 +1,4 @@
-"""The ``rexrag`` command line: quickstart, train, eval, index, search, serve."""
+"""The ``rexrag`` command line: quickstart, train, tune, eval, index, search, serve."""
 
 from __future__ import annotations
 
@@ -171,23 +171,21 @@ def _run_quickstart(args: argparse.Namespace) -> int:
 
 
 def _quickstart_training(args: argparse.Namespace) -> None:
-    """REX-RAG with the tiny-cpu preset on the sanity task, from its warm-started policy."""
+    """REX-RAG with the tiny-sanity preset: tiny-cpu on the sanity task, warm-started."""
     from pathlib import Path
 
     import numpy as np
 
     from agents.rexrag.config import RexRagConfig
-    from agents.rexrag.sanity_task import QUESTIONS_FILE, sanity_policy_path
+    from agents.rexrag.sanity_task import sanity_policy_path
     from agents.rexrag.training_run import train
 
     start = time.perf_counter()
     print(
         "\nREX-RAG on the sanity task: warm-starting the tiny policy (cached after the first run)"
     )
-    policy = sanity_policy_path()
-    config = RexRagConfig.from_yaml(
-        "tiny-cpu", {"llm": str(policy), "dataset": str(policy / QUESTIONS_FILE), "seed": 0}
-    )
+    sanity_policy_path()
+    config = RexRagConfig.from_yaml("tiny-sanity")
     run_dir = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
     history = train(config, run_dir, stop_iters=args.train_iters, checkpoint_every=args.train_iters)
     window = max(1, min(5, len(history) // 2))
@@ -269,6 +267,55 @@ def _run_train(args: argparse.Namespace) -> int:
         )
         return 2
     print(f"done: checkpoints, policy/ and metrics.csv in {args.checkpoint_dir}")
+    return 0
+
+
+def _add_tune_command(commands) -> None:
+    parser = commands.add_parser("tune", help="a Ray Tune sweep over RexRagConfig fields")
+    parser.add_argument("--config", default="tiny-cpu", help="base preset or YAML file")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="base config fields to override"
+    )
+    parser.add_argument(
+        "--space", default="rexrag", help="search space: shipped name (rexrag, correction) or YAML"
+    )
+    parser.add_argument("--scheduler", choices=("asha", "pbt", "fifo"), default="asha")
+    parser.add_argument("--num-samples", type=int, default=4, help="samples of the space")
+    parser.add_argument("--max-iters", type=int, default=10, help="iterations per trial")
+    parser.add_argument(
+        "--metric", default="rexrag/accuracy_original", help="result key to optimise"
+    )
+    parser.add_argument("--mode", choices=("max", "min"), default="max")
+    parser.add_argument("--max-concurrent", type=int, default=None, help="trials at once")
+    parser.add_argument("--out", default="out/tune", help="the sweep directory")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the interrupted sweep in --out"
+    )
+    parser.set_defaults(run=_run_tune)
+
+
+def _run_tune(args: argparse.Namespace) -> int:
+    from agents.rexrag.config import RexRagConfig
+    from tuning.sweep import run_sweep
+
+    base = RexRagConfig.from_yaml(args.config, parse_overrides(args.overrides))
+    summary = run_sweep(
+        base,
+        args.space,
+        out_dir=args.out,
+        scheduler=args.scheduler,
+        num_samples=args.num_samples,
+        max_iters=args.max_iters,
+        metric=args.metric,
+        mode=args.mode,
+        max_concurrent_trials=args.max_concurrent,
+        resume=args.resume,
+    )
+    print(summary.table)
+    print(f"trials: {summary.csv_path}  curves: {summary.plot_path}")
+    if summary.best_config_path:
+        best = summary.best_config_path
+        print(f"best config: {best} (train it: rexrag train --config {best})")
     return 0
 
 
@@ -362,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_quickstart_command(commands)
     _add_train_command(commands)
+    _add_tune_command(commands)
     _add_eval_command(commands)
     _add_index_command(commands)
     _add_search_command(commands)

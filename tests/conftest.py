@@ -94,3 +94,20 @@ def tiny_model_dir(private_cache):
     from agents.llm.tiny import tiny_model_path
 
     return tiny_model_path()
+
+
+@pytest.fixture(scope="session")
+def answering_model_dir(private_cache):
+    """The sanity task's warm-started tiny policy (``agents.rexrag.sanity_task``), built
+    once per test session into the private cache."""
+    from agents.rexrag.sanity_task import sanity_policy_path
+
+    return sanity_policy_path()
+
+
+@pytest.fixture(scope="session")
+def capital_task(answering_model_dir):
+    """The sanity task's questions (gold answer always "Paris")."""
+    from agents.rexrag.sanity_task import QUESTIONS_FILE
+
+    return answering_model_dir / QUESTIONS_FILE

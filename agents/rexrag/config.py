@@ -190,6 +190,15 @@ class RexRagConfig(AlgorithmConfig):
         if problems:
             raise ValueError("invalid RexRagConfig: " + "; ".join(problems))
 
+    def question_source(self) -> str:
+        """The dataset to load: ``dataset``, with ``"tiny-sanity"`` meaning the sanity
+        task's questions (written next to the cached warm-started policy)."""
+        if self.dataset == "tiny-sanity":
+            from agents.rexrag.sanity_task import QUESTIONS_FILE, sanity_policy_path
+
+            return str(sanity_policy_path() / QUESTIONS_FILE)
+        return str(self.dataset)
+
     def prompt_pool(self) -> list[str]:
         """The exploratory prompts: ours by default, a list, or a file with one per line."""
         from agents.rexrag.probes import default_exploratory_prompts, load_exploratory_prompts
@@ -212,22 +221,41 @@ class RexRagConfig(AlgorithmConfig):
 
     @classmethod
     def from_yaml(cls, source: str | Path, overrides: dict[str, Any] | None = None) -> RexRagConfig:
-        """A config from a preset name (``tiny-cpu``) or a YAML file, then ``overrides``."""
-        path = Path(source)
-        if not path.is_file():
-            path = Path(str(files("agents.rexrag") / "presets" / f"{source}.yaml"))
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"config {source!r} is neither a YAML file nor a preset ({', '.join(presets())})"
-            )
-        values = {**(yaml.safe_load(path.read_text()) or {}), **(overrides or {})}
+        """A config from a preset name (``tiny-cpu``) or a YAML file, then ``overrides``.
+
+        A file may start from another preset or file with ``base: NAME``; its own
+        fields override the base's.
+        """
+        values = {**_read_config_file(source), **(overrides or {})}
         unknown = sorted(set(values) - set(_BASE_FIELDS) - set(_SETTINGS))
         if unknown:
-            raise ValueError(f"config {path}: unknown fields {unknown}")
+            raise ValueError(f"config {source}: unknown fields {unknown}")
         config = cls()
         for name, value in values.items():
             setattr(config, name, value)
         return config
+
+
+def _read_config_file(source: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A preset's or YAML file's fields, with its ``base`` chain resolved."""
+    path = Path(source)
+    if not path.is_file():
+        path = Path(str(files("agents.rexrag") / "presets" / f"{source}.yaml"))
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"config {source!r} is neither a YAML file nor a preset ({', '.join(presets())})"
+        )
+    if str(path) in seen:
+        raise ValueError(f"config {path}: its base chain loops ({' -> '.join(seen)})")
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(
+            f"config {path}: expected a mapping of fields, got {type(values).__name__}"
+        )
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    return {**_read_config_file(base, (*seen, str(path))), **values}
 
 
 def presets() -> list[str]:

@@ -62,7 +62,7 @@ class RexRagEnvRunner(EnvRunner):
         )
         agent = LLMAgent(generator, sampling, max_observation_tokens=config.max_observation_tokens)
         retriever = make_retriever(config.retriever)
-        self.questions = load_qa_dataset(config.dataset)
+        self.questions = load_qa_dataset(config.question_source())
         self.sampler = MixedSampler(
             agent,
             lambda: SearchQAEnv(

@@ -50,7 +50,7 @@ class RexRag(Algorithm):
     def setup(self, config: RexRagConfig) -> None:
         super().setup(config)
         self.keep_ratio = config.keep_ratio
-        self.questions = load_qa_dataset(config.dataset)
+        self.questions = load_qa_dataset(config.question_source())
 
     # -- one iteration ---------------------------------------------------------------
 

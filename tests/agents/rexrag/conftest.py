@@ -1,5 +1,4 @@
-"""The sanity task and its warm-started tiny policy (``agents.rexrag.sanity_task``),
-built once per test session into the private cache, and a small Ray cluster per module."""
+"""The algorithm tests' config helper and a small Ray cluster per module."""
 
 from __future__ import annotations
 
@@ -7,17 +6,6 @@ import pytest
 import ray
 
 from agents.rexrag.config import RexRagConfig
-from agents.rexrag.sanity_task import QUESTIONS_FILE, sanity_policy_path
-
-
-@pytest.fixture(scope="session")
-def answering_model_dir(private_cache):
-    return sanity_policy_path()
-
-
-@pytest.fixture(scope="session")
-def capital_task(answering_model_dir):
-    return answering_model_dir / QUESTIONS_FILE
 
 
 def tiny_config(model_dir, task, **overrides) -> RexRagConfig:

@@ -56,7 +56,9 @@ def test_yaml_round_trip(tmp_path):
 
 
 def test_presets_load_and_validate():
-    assert presets() == ["qwen2.5-3b-search-r1", "tiny-cpu"]
+    assert presets() == ["qwen2.5-3b-search-r1", "tiny-cpu", "tiny-sanity"]
+    sanity = RexRagConfig.from_yaml("tiny-sanity")  # base: tiny-cpu, then its own fields
+    assert (sanity.llm, sanity.group_size, sanity.dataset) == ("tiny-sanity", 4, "tiny-sanity")
     paper = RexRagConfig.from_yaml("qwen2.5-3b-search-r1")
     hardware = {"backend", "num_env_runners", "num_learners", "num_gpus_per_learner"}
     hardware |= {"num_gpus_per_env_runner", "gradient_checkpointing"}
@@ -82,3 +84,16 @@ def test_default_module_is_the_configured_causal_lm(tiny_model_dir):
     assert spec.module_class is CausalLMModule
     spec.observation_space = spec.action_space = UnicodeText()
     assert spec.build().model.config.model_type == "qwen2"
+
+
+def test_base_chains_resolve_and_loops_are_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: tiny-cpu\ngroup_size: 6\n")
+    (tmp_path / "b.yaml").write_text(f"base: {tmp_path / 'a.yaml'}\nlr: 0.5\n")
+    config = RexRagConfig.from_yaml(tmp_path / "b.yaml")
+    assert (config.llm, config.group_size, config.lr) == ("tiny", 6, 0.5)
+    (tmp_path / "loop.yaml").write_text(f"base: {tmp_path / 'loop.yaml'}\n")
+    with pytest.raises(ValueError, match="loops"):
+        RexRagConfig.from_yaml(tmp_path / "loop.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ValueError, match="mapping"):
+        RexRagConfig.from_yaml(tmp_path / "list.yaml")

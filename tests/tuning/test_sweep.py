@@ -1,0 +1,134 @@
+"""Real Ray Tune sweeps over RexRag on CPU with the tiny sanity policy."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from agents.rexrag.config import RexRagConfig
+from tuning.spaces import load_space, mutations, shipped_spaces, to_tune
+from tuning.sweep import run_sweep
+
+
+def base_overrides(policy, task):
+    return {"llm": str(policy), "dataset": str(task), "seed": 0, "questions_per_iteration": 4}
+
+
+def test_spaces_are_data_and_validated():
+    assert shipped_spaces() == ["correction", "rexrag"]
+    space = load_space("rexrag")
+    assert space["correction"] == {"choice": ["rexrag", "none", "sequence"]}
+    tune_space = to_tune({"lr": {"loguniform": [1e-5, 1e-3]}, "group_size": 4})
+    assert tune_space["group_size"] == 4 and 1e-5 <= tune_space["lr"].sample() <= 1e-3
+    assert set(mutations(load_space("correction"))) == {"correction"}
+    with pytest.raises(ValueError, match="unknown RexRagConfig fields"):
+        load_space({"grup_size": {"choice": [2, 4]}})
+    with pytest.raises(ValueError, match="sampler"):
+        load_space({"lr": {"normal": [0, 1]}})
+    with pytest.raises(FileNotFoundError, match="rexrag"):
+        load_space("no-such-space")
+
+
+def test_asha_sweep_table_best_config_and_plot(answering_model_dir, capital_task, tmp_path):
+    import ray
+
+    base = RexRagConfig.from_yaml("tiny-cpu", base_overrides(answering_model_dir, capital_task))
+    space = {"lr": {"grid": [1e-5, 3e-4]}}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run_sweep(base, space, out_dir=tmp_path, num_samples=1, max_iters=2)
+    finally:
+        ray.shutdown()
+    assert [row["status"] for row in summary.rows] == ["OK", "OK"]
+    assert sorted(row["lr"] for row in summary.rows) == [1e-5, 3e-4]
+    assert all(row["iterations"] == 2 for row in summary.rows)
+    assert summary.rows[0]["last5_mean"] >= summary.rows[1]["last5_mean"]  # best first
+    assert "rexrag/accuracy_original" in summary.table
+    with summary.csv_path.open() as handle:
+        assert len(list(csv.DictReader(handle))) == 2
+    best = RexRagConfig.from_yaml(summary.best_config_path)  # what `rexrag train` loads
+    assert best.lr == summary.rows[0]["lr"] and best.llm == str(answering_model_dir)
+    best.validate()
+    assert summary.plot_path.stat().st_size > 0
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_sweep(base, space, out_dir=tmp_path)
+
+
+def test_an_interrupted_sweep_resumes_without_repeating_finished_trials(
+    answering_model_dir, capital_task, tmp_path
+):
+    out = tmp_path / "sweep"
+    overrides = [f"{k}={v}" for k, v in base_overrides(answering_model_dir, capital_task).items()]
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"lr": {"grid": [1e-5, 3e-4]}}))
+    command = [sys.executable, "-m", "agents.cli", "tune", *overrides, "--space", str(space)]
+    command += ["--num-samples", "1", "--max-iters", "3", "--max-concurrent", "1"]
+    command += ["--scheduler", "fifo", "--out", str(out)]
+    sweep = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def finished_trials():
+        return [
+            path.parent
+            for path in (out / "experiment").glob("*/result.json")
+            if len(path.read_text().splitlines()) == 3
+        ]
+
+    deadline = time.time() + 240
+    while not finished_trials() and time.time() < deadline and sweep.poll() is None:
+        time.sleep(0.2)
+    sweep.send_signal(signal.SIGINT)  # Ctrl-C while the second trial starts
+    sweep.wait(timeout=120)
+    (done,) = finished_trials()
+    assert not (out / "trials.csv").exists()  # the sweep did not finish
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "tune", "--resume", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ},
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    with (out / "trials.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["status"] for row in rows] == ["OK", "OK"]
+    assert all(row["iterations"] == "3" for row in rows)
+    first_trial_lines = (done / "result.json").read_text().splitlines()
+    assert [json.loads(line)["training_iteration"] for line in first_trial_lines] == [1, 2, 3]
+
+
+def test_a_crashing_trial_is_reported_and_the_sweep_goes_on(
+    answering_model_dir, capital_task, tmp_path, free_port
+):
+    import ray
+
+    base = RexRagConfig.from_yaml("tiny-cpu", base_overrides(answering_model_dir, capital_task))
+    dead = f"http://127.0.0.1:{free_port}"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run_sweep(
+            base,
+            {"retriever": {"grid": ["bm25", dead]}},
+            out_dir=tmp_path,
+            scheduler="fifo",
+            num_samples=1,
+            max_iters=1,
+        )
+    finally:
+        ray.shutdown()
+    by_retriever = {row["retriever"]: row for row in summary.rows}
+    assert by_retriever["bm25"]["status"] == "OK"
+    assert by_retriever[dead]["status"] == "ERROR"
+    assert (
+        "RolloutFailedError" in by_retriever[dead]["error"]
+        or str(free_port) in (by_retriever[dead]["error"])
+    )
+    assert RexRagConfig.from_yaml(summary.best_config_path).retriever == "bm25"
