@@ -101,14 +101,18 @@ def sequence_log_weights(
     alpha: float,
     error_rate: float,
     cap: float = 2.0,
+    log_fail_given_prefix: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``[batch]`` log of the truncated trajectory weight min(w, cap) (spec §4.2).
 
-    w(τ) = π_θ(τ) / ((1-α)·π_old(τ) + α·μ(τ)), with μ(τ) = π_old(prefix)/P(fail) ·
-    P_pool(prompt) · π_old(continuation) for a probe and μ = 0 for an original. Sums run
-    over ``response_mask`` tokens; info and feedback tokens are the environment's and
-    cancel between numerator and denominator, so the mask should keep only trained
-    tokens (MODEL and PROBE_PROMPT).
+    w(τ) = π_θ(τ) / ((1-α)·π_old(τ) + α·μ(τ)), with μ(τ) = π_old(prefix) · P(fail |
+    prefix) / P(fail) · P_pool(prompt) · π_old(continuation) for a probe and μ = 0 for an
+    original. P(fail | prefix) (``log_fail_given_prefix``, ``[batch]``) is what makes μ a
+    normalised distribution, and the weight exactly unbiased (tested by enumeration);
+    an LLM cannot compute it, so by default it is taken as 1, as the official token-
+    level μ does. Sums run over ``response_mask`` tokens; info and feedback tokens are
+    the environment's and cancel between numerator and denominator, so the mask should
+    keep only trained tokens (MODEL and PROBE_PROMPT).
     """
     mask = response_mask.to(logprobs.dtype)
     log_policy = (logprobs * mask).sum(-1)
@@ -121,6 +125,8 @@ def sequence_log_weights(
             - math.log(max(error_rate, 1e-12))
             + (pool_logprobs * prompt_mask.to(mask.dtype)).sum(-1)
         )
+        if log_fail_given_prefix is not None:
+            log_mu = log_mu + log_fail_given_prefix
         probe_part = torch.where(
             is_probe, log_mu + math.log(alpha), torch.full_like(log_mu, -math.inf)
         )
