@@ -209,7 +209,7 @@ def _add_train_command(commands) -> None:
         "train", help="train a search agent with REX-RAG (or GRPO: probes=false) on RLlib"
     )
     parser.add_argument(
-        "--config", default="tiny-cpu", help="preset name (tiny-cpu, ...) or YAML file"
+        "--config", default="tiny-sanity", help="preset name (tiny-sanity, ...) or YAML file"
     )
     parser.add_argument(
         "overrides",
@@ -272,7 +272,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _add_tune_command(commands) -> None:
     parser = commands.add_parser("tune", help="a Ray Tune sweep over RexRagConfig fields")
-    parser.add_argument("--config", default="tiny-cpu", help="base preset or YAML file")
+    parser.add_argument("--config", default="tiny-sanity", help="base preset or YAML file")
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="base config fields to override"
     )

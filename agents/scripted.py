@@ -81,3 +81,32 @@ class OracleAgent:
             self._searched = True
             return f"<think>Let me search.</think>\n<search> {self._question} </search>"
         return f"<think>I know it now.</think>\n<answer> {self._answer} </answer>"
+
+
+class EvidenceChainAgent:
+    """Follows a question's evidence chain (``info["metadata"]["hops"]``, as SynthWiki
+    records it): one search per hop for the entity in hand, and it moves on only when
+    the retrieved passages name the next entity. It answers with the last entity it
+    found, so it is right exactly when every hop is retrievable: the check that a
+    generated question is answerable from its corpus, and the demonstrator of correct
+    multi-step search.
+    """
+
+    def reset(self, prompt: str, info: dict[str, Any]) -> None:
+        self._hops = list(info["metadata"].get("hops", []))
+        self._step = 0
+        self._found: str | None = None
+
+    def act(self, observation: str, info: dict[str, Any]) -> str:
+        if self._step > 0:  # check what the last search found
+            expected = self._hops[self._step - 1][1]
+            if expected not in observation:
+                return "<think>The passages do not say.</think>\n<answer> unknown </answer>"
+            self._found = expected
+        if self._step < len(self._hops):
+            subject = self._hops[self._step][0]
+            self._step += 1
+            return (
+                f"<think>I need to find out about {subject}.</think>\n<search> {subject} </search>"
+            )
+        return f"<think>The chain is complete.</think>\n<answer> {self._found} </answer>"

@@ -159,10 +159,15 @@ def load_qa_dataset(source: str | Path) -> list[QAExample]:
     """Load questions from an embedded benchmark name or a ``.jsonl``/``.json``/``.parquet`` file.
 
     Embedded names: the seven benchmarks of the paper's table, small real subsets
-    shipped with the package (see ``rexrag_env/data/SOURCES.md``).
+    shipped with the package (see ``rexrag_env/data/SOURCES.md``), and
+    ``synthwiki/{train,validation,test}`` (generated, :mod:`rexrag_env.synthwiki`).
     """
     if isinstance(source, str) and source in EMBEDDED_DATASETS:
         return list(_embedded_examples(source))
+    if isinstance(source, str) and source.startswith("synthwiki/"):
+        from rexrag_env.synthwiki import synthwiki_split_path
+
+        source = synthwiki_split_path(source.removeprefix("synthwiki/"))
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(

@@ -69,7 +69,8 @@ class SearchQAEnv(gym.Env[str, str]):
       without an answer. In the final turn a search is not executed (spec §1.2).
 
     ## Info
-    reset: ``question``, ``golden_answers``, ``id``, ``data_source``, ``messages``, ``turn``.
+    reset: ``question``, ``golden_answers``, ``id``, ``data_source``, ``messages``, ``turn``,
+    ``metadata`` (the record's other fields, e.g. SynthWiki's evidence chain ``hops``).
     step: ``turn`` (index of the turn just played), ``action_type`` (search / answer /
     invalid), ``action_end``, ``query`` and ``doc_ids`` (for searches), ``answer``,
     ``em``, ``f1``, ``cover_em``, ``golden_answers``, ``num_searches``, ``search_enabled``.
@@ -154,6 +155,7 @@ class SearchQAEnv(gym.Env[str, str]):
             "data_source": self._example.data_source,
             "messages": make_prompt_messages(self._example.question),
             "turn": self._turn,
+            "metadata": dict(self._example.metadata),
         }
         return prompt, info
 

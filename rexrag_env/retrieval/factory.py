@@ -12,7 +12,8 @@ def make_retriever(spec: Retriever | str | Path) -> Retriever:
     """Resolve a retriever spec.
 
     Accepted: a :class:`Retriever` object (used as is); ``"bm25"`` or ``"dense"`` (an
-    index over the shipped corpus, built on first use and cached); an ``http(s)://``
+    index over the shipped corpus, built on first use and cached); ``"synthwiki"``
+    (BM25 over the generated SynthWiki corpus); an ``http(s)://``
     URL of a retrieval service; the path of an index directory from ``rexrag index``.
     """
     if not isinstance(spec, (str, Path)):
@@ -22,6 +23,10 @@ def make_retriever(spec: Retriever | str | Path) -> Retriever:
             )
         return spec
     text = str(spec)
+    if text == "synthwiki":
+        from rexrag_env.synthwiki import synthwiki_retriever
+
+        return synthwiki_retriever()
     if text in RETRIEVER_KINDS:
         from rexrag_env.embedded import embedded_retriever
 
