@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from agents.rexrag.config import RexRagConfig, packaged_yaml
+
 SAMPLERS = ("grid", "choice", "uniform", "loguniform", "randint", "quniform")
 
 
@@ -32,22 +34,13 @@ def load_space(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     if isinstance(source, dict):
         space = source
     else:
-        path = Path(source)
-        if not path.is_file():
-            path = Path(str(files("tuning") / "spaces" / f"{source}.yaml"))
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"search space {source!r} is neither a YAML file nor a shipped space "
-                f"({', '.join(shipped_spaces())})"
-            )
+        path = packaged_yaml(source, "tuning", "spaces", "a shipped search space", shipped_spaces())
         space = yaml.safe_load(path.read_text()) or {}
     _check(space)
     return space
 
 
 def _check(space: dict[str, Any]) -> None:
-    from agents.rexrag.config import RexRagConfig
-
     known = set(RexRagConfig().to_yaml_dict())
     unknown = sorted(set(space) - known)
     if unknown:

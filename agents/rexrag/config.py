@@ -236,15 +236,24 @@ class RexRagConfig(AlgorithmConfig):
         return config
 
 
-def _read_config_file(source: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A preset's or YAML file's fields, with its ``base`` chain resolved."""
+def packaged_yaml(
+    source: str | Path, package: str, folder: str, what: str, names: list[str]
+) -> Path:
+    """``source`` if it is a file, else the packaged ``<package>/<folder>/<source>.yaml``
+    (presets, search spaces); a ``FileNotFoundError`` listing ``names`` if neither."""
     path = Path(source)
     if not path.is_file():
-        path = Path(str(files("agents.rexrag") / "presets" / f"{source}.yaml"))
+        path = Path(str(files(package) / folder / f"{source}.yaml"))
     if not path.is_file():
         raise FileNotFoundError(
-            f"config {source!r} is neither a YAML file nor a preset ({', '.join(presets())})"
+            f"{source!r} is neither a YAML file nor {what} ({', '.join(names)})"
         )
+    return path
+
+
+def _read_config_file(source: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A preset's or YAML file's fields, with its ``base`` chain resolved."""
+    path = packaged_yaml(source, "agents.rexrag", "presets", "a preset", presets())
     if str(path) in seen:
         raise ValueError(f"config {path}: its base chain loops ({' -> '.join(seen)})")
     values = yaml.safe_load(path.read_text()) or {}
