@@ -1,4 +1,4 @@
-"""The ``rexrag`` command line: quickstart, train, tune, eval, index, search, serve."""
+"""The ``rexrag`` command line: quickstart, sft, train, tune, eval, index, search, serve."""
 
 from __future__ import annotations
 
@@ -270,6 +270,82 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_sft_command(commands) -> None:
+    parser = commands.add_parser(
+        "sft", help="warm-start a policy on scripted search demonstrations (before RL)"
+    )
+    parser.add_argument("--model", default="tiny", help="alias, hub name or path to start from")
+    parser.add_argument("--dataset", default="synthwiki/train", help="questions to demonstrate")
+    parser.add_argument("--retriever", default="synthwiki")
+    parser.add_argument("--max-turns", type=int, default=4)
+    parser.add_argument(
+        "--overconfident-share",
+        type=float,
+        default=0.3,
+        help="share of demonstrations that answer after the first hop (teaches dead ends)",
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="demonstrations per question")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="out/sft", help="where the fine-tuned model goes")
+    parser.set_defaults(run=_run_sft)
+
+
+def _run_sft(args: argparse.Namespace) -> int:
+    """Demonstrations of the evidence-chain agent, a share of them over-confident."""
+    from pathlib import Path
+
+    from agents.llm.models import load_model_and_tokenizer
+    from agents.rexrag.sft import collect_demonstrations, supervised_finetune
+    from agents.scripted import EvidenceChainAgent, OverconfidentAgent
+    from rexrag_env.env import SearchQAEnv
+
+    if not 0.0 <= args.overconfident_share <= 1.0:
+        raise ValueError(f"--overconfident-share must be in [0, 1], got {args.overconfident_share}")
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} is not empty: choose another --out")
+    start = time.perf_counter()
+    model, tokenizer = load_model_and_tokenizer(args.model)
+    env = SearchQAEnv(dataset=args.dataset, retriever=args.retriever, max_turns=args.max_turns)
+    if not all("hops" in example.metadata for example in env.examples):
+        raise ValueError(
+            f"dataset {args.dataset!r} has no evidence chains (metadata 'hops'): "
+            "the demonstrators follow them; use a SynthWiki split"
+        )
+
+    def demonstrator(rng):
+        overconfident = rng.random() < args.overconfident_share
+        return OverconfidentAgent() if overconfident else EvidenceChainAgent()
+
+    demonstrations = collect_demonstrations(
+        env, demonstrator, tokenizer, repeats=args.repeats, seed=args.seed
+    )
+    correct = sum(d.reward for d in demonstrations) / len(demonstrations)
+    print(f"{len(demonstrations)} demonstrations ({correct:.0%} correct), {args.steps} steps")
+    losses = supervised_finetune(
+        model,
+        demonstrations,
+        steps=args.steps,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "sft_losses.csv").write_text(
+        "step,loss\n" + "".join(f"{i + 1},{loss}\n" for i, loss in enumerate(losses))
+    )
+    print(
+        f"loss {losses[0]:.3f} -> {losses[-1]:.3f}; model in {out} "
+        f"({time.perf_counter() - start:.0f}s; train it: rexrag train llm={out} ...)"
+    )
+    return 0
+
+
 def _add_tune_command(commands) -> None:
     parser = commands.add_parser("tune", help="a Ray Tune sweep over RexRagConfig fields")
     parser.add_argument("--config", default="tiny-sanity", help="base preset or YAML file")
@@ -408,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rexrag", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_quickstart_command(commands)
+    _add_sft_command(commands)
     _add_train_command(commands)
     _add_tune_command(commands)
     _add_eval_command(commands)

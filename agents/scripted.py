@@ -110,3 +110,15 @@ class EvidenceChainAgent:
                 f"<think>I need to find out about {subject}.</think>\n<search> {subject} </search>"
             )
         return f"<think>The chain is complete.</think>\n<answer> {self._found} </answer>"
+
+
+class OverconfidentAgent(EvidenceChainAgent):
+    """Searches only the first hop of the chain and answers with what it found there.
+
+    Right on 1-hop questions, confidently wrong on longer chains: the demonstrations
+    that teach a warm-started policy to commit early, i.e. to walk into dead ends.
+    """
+
+    def reset(self, prompt: str, info: dict[str, Any]) -> None:
+        super().reset(prompt, info)
+        self._hops = self._hops[:1]

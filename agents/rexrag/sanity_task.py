@@ -15,8 +15,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from agents.base import run_episode
-from agents.rexrag.sft import supervised_finetune, tokenize_demonstration
+from agents.rexrag.sft import collect_demonstrations, supervised_finetune
 from rexrag_env.datasets import load_qa_dataset
 from rexrag_env.env import SearchQAEnv
 from rexrag_env.retrieval.base import Retriever
@@ -73,14 +72,14 @@ def warm_start(
 ) -> list[float]:
     """SFT ``model`` in place on the demonstrator's episodes; returns the step losses."""
     env = SearchQAEnv(dataset=load_qa_dataset(dataset), retriever=retriever, max_turns=2)
-    rng = random.Random(seed)
-    demonstrations = [
-        tokenize_demonstration(
-            run_episode(env, GuessingAgent(rng), options={"example": example}), tokenizer, 200
-        )
-        for example in env.examples
-        for _ in range(demonstrations_per_question)
-    ]
+    demonstrations = collect_demonstrations(
+        env,
+        GuessingAgent,
+        tokenizer,
+        repeats=demonstrations_per_question,
+        seed=seed,
+        max_observation_tokens=200,
+    )
     return supervised_finetune(model, demonstrations, steps=steps, lr=3e-3, batch_size=8, seed=seed)
 
 

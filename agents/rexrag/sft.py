@@ -9,12 +9,15 @@ learner masks them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
 
+from agents.base import run_episode
 from agents.llm_agent import prompt_token_ids
 from agents.rexrag.logprobs import response_token_logprobs
 from agents.rexrag.losses import masked_mean
@@ -91,3 +94,27 @@ def tokenize_demonstration(
         observation = tokenizer.encode(turn.observation, add_special_tokens=False)
         demonstration.extend(observation[:max_observation_tokens], label)
     return demonstration
+
+
+def collect_demonstrations(
+    env,
+    make_agent: Callable[[random.Random], Any],
+    tokenizer,
+    *,
+    repeats: int = 1,
+    seed: int = 0,
+    max_observation_tokens: int = 500,
+) -> list[Trajectory]:
+    """``repeats`` token demonstrations per question of ``env`` (a ``SearchQAEnv``), each
+    played by ``make_agent(rng)``, a text agent (e.g. a seeded mix of scripted
+    demonstrators); one seeded ``rng`` serves all episodes, in question order."""
+    rng = random.Random(seed)
+    return [
+        tokenize_demonstration(
+            run_episode(env, make_agent(rng), options={"index": index}),
+            tokenizer,
+            max_observation_tokens,
+        )
+        for index in range(len(env.examples))
+        for _ in range(repeats)
+    ]
