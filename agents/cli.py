@@ -204,10 +204,8 @@ def _quickstart_training(args: argparse.Namespace) -> None:
     print(f"run directory: {run_dir} (config.yaml, metrics.csv, checkpoint with policy/)")
 
 
-def _add_train_command(commands) -> None:
-    parser = commands.add_parser(
-        "train", help="train a search agent with REX-RAG (or GRPO: probes=false) on RLlib"
-    )
+def _add_config_arguments(parser) -> None:
+    """``--config PRESET_OR_YAML`` and ``key=value`` overrides: one RexRagConfig."""
     parser.add_argument(
         "--config", default="tiny-sanity", help="preset name (tiny-sanity, ...) or YAML file"
     )
@@ -217,6 +215,13 @@ def _add_train_command(commands) -> None:
         metavar="key=value",
         help="config fields to override, e.g. group_size=8 correction=sequence",
     )
+
+
+def _add_train_command(commands) -> None:
+    parser = commands.add_parser(
+        "train", help="train a search agent with REX-RAG (or GRPO: probes=false) on RLlib"
+    )
+    _add_config_arguments(parser)
     parser.add_argument("--stop-iters", type=int, default=20, help="iterations in all")
     parser.add_argument("--checkpoint-dir", default="out/train", help="the run directory")
     parser.add_argument("--checkpoint-every", type=int, default=5, help="iterations")
@@ -348,10 +353,7 @@ def _run_sft(args: argparse.Namespace) -> int:
 
 def _add_tune_command(commands) -> None:
     parser = commands.add_parser("tune", help="a Ray Tune sweep over RexRagConfig fields")
-    parser.add_argument("--config", default="tiny-sanity", help="base preset or YAML file")
-    parser.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="base config fields to override"
-    )
+    _add_config_arguments(parser)
     parser.add_argument(
         "--space", default="rexrag", help="search space: shipped name (rexrag, correction) or YAML"
     )
