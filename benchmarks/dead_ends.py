@@ -35,28 +35,30 @@ SETTINGS = (
 
 
 def greedy_accuracy(policy_dir: str, config, dataset: str, limit: int) -> float:
-    """Exact match of greedy episodes on the first ``limit`` questions of ``dataset``."""
+    """Greedy exact match on the first ``limit`` questions of ``dataset``, through the
+    evaluation harness (its pinned protocol), with the config's turn and token limits."""
+    from agents.evaluation import EvalProtocol, evaluate
     from agents.llm.base import SamplingParams
     from agents.llm.hf import HFGenerator
     from agents.llm_agent import LLMAgent
-    from rexrag_env.datasets import load_qa_dataset
-    from rexrag_env.env import SearchQAEnv
-    from rexrag_env.retrieval.factory import make_retriever
 
-    questions = load_qa_dataset(dataset)[:limit]
-    retriever = make_retriever(config.retriever)
-    envs = [
-        SearchQAEnv(dataset=questions, retriever=retriever, max_turns=config.max_turns)
-        for _ in questions
-    ]
-    sampling = SamplingParams(temperature=0.0, max_new_tokens=config.max_new_tokens_per_turn)
     agent = LLMAgent(
         HFGenerator.from_pretrained(policy_dir),
-        sampling,
+        SamplingParams(temperature=0.0, max_new_tokens=config.max_new_tokens_per_turn),
         max_observation_tokens=config.max_observation_tokens,
     )
-    trajectories = agent.play(envs, [{"example": q} for q in questions])
-    return float(np.mean([t.reward for t in trajectories]))
+    protocol = EvalProtocol(
+        datasets=(dataset,),
+        retriever=config.retriever,
+        topk=config.topk,
+        max_turns=config.max_turns,
+        limit=limit,
+    )
+    with tempfile.TemporaryDirectory() as out:
+        summary = evaluate(
+            agent, protocol, out, batch_size=limit, progress=False, log=lambda _: None
+        )
+    return summary["average"]["em"] / 100
 
 
 def run(preset: str, overrides: dict, iterations: int, eval_dataset: str, eval_limit: int):

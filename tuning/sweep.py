@@ -82,18 +82,20 @@ def run_sweep(
     from agents.rexrag.rexrag import RexRag
 
     out_dir = Path(out_dir).resolve()
-    space_data = load_space(space)
-    if scheduler not in SCHEDULERS:
-        raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
-    if mode not in ("max", "min"):
-        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
     experiment = out_dir / "experiment"
     if resume and not tune.Tuner.can_restore(str(experiment)):
         raise FileNotFoundError(f"no sweep to resume in {out_dir}")
-    if not resume and experiment.exists():
-        raise FileExistsError(
-            f"{out_dir} already holds a sweep: pass --resume to continue it, or another --out"
-        )
+    if not resume:
+        if experiment.exists():
+            raise FileExistsError(
+                f"{out_dir} already holds a sweep: pass --resume to continue it, or another --out"
+            )
+        space_data = load_space(space)
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        base.validate()
     if not ray.is_initialized():
         ray.init(
             address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False
@@ -103,7 +105,6 @@ def run_sweep(
         metric, mode = settings["metric"], settings["mode"]
         tuner = tune.Tuner.restore(str(experiment), trainable=RexRag, resume_errored=True)
     else:
-        base.validate()
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "base_config.yaml").write_text(yaml.safe_dump(base.to_yaml_dict()))
         (out_dir / "space.yaml").write_text(yaml.safe_dump(space_data, sort_keys=False))
@@ -154,7 +155,7 @@ def _trial_rows(results, space: dict[str, Any], metric: str, mode: str) -> list[
         error = result.error
         rows.append(
             {
-                "trial": metrics.get("trial_id") or Path(result.path).name,
+                "trial": _trial_name(result),
                 **{name: result.config.get(name) for name in space},
                 "final": _nested(metrics, metric),
                 f"last{RANKING_WINDOW}_mean": (
@@ -191,12 +192,8 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(no trials)"
     names = list(rows[0])
-
-    def cell(value):
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-
     lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-    lines += ["| " + " | ".join(cell(row[name]) for name in names) + " |" for row in rows]
+    lines += ["| " + " | ".join(_short(row[name]) for name in names) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -226,7 +223,12 @@ def summarise(results, out_dir: str | Path, metric: str, mode: str) -> SweepSumm
 
 
 def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+    """A table cell or legend value: floats to 4 significant digits."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _trial_name(result) -> str:
+    return (result.metrics or {}).get("trial_id") or Path(result.path).name
 
 
 def _plain(value: Any) -> Any:
@@ -247,7 +249,7 @@ def _plot(results, out_dir: Path, metric: str, space: dict[str, Any]) -> Path:
         if frame is None or metric not in frame or frame.empty:
             continue
         values = ", ".join(f"{name}={_short(result.config.get(name))}" for name in space)
-        label = f"{(result.metrics or {}).get('trial_id') or Path(result.path).name} {values}"
+        label = f"{_trial_name(result)} {values}"
         axis.plot(frame["training_iteration"], frame[metric], marker="o", label=label)
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("training iteration")

@@ -53,7 +53,7 @@ class RexRagEnvRunner(EnvRunner):
     def __init__(self, *, config, **kwargs):
         super().__init__(config=config, **kwargs)
         self.module, generator = self._make_policy(config)
-        seed = (config.seed or 0) + 1000 * (self.worker_index or 0)
+        seed = self._worker_seed(config.seed or 0)
         sampling = SamplingParams(
             temperature=config.temperature,
             top_p=config.top_p,
@@ -80,6 +80,10 @@ class RexRagEnvRunner(EnvRunner):
         )
         self._rng = random.Random(seed)
         self._weights_seq_no = 0
+
+    def _worker_seed(self, seed: int) -> int:
+        """This runner's seed from a run's (or an iteration's): runners never share one."""
+        return seed + 7919 * (self.worker_index or 0)
 
     @staticmethod
     def _make_policy(config) -> tuple[Any, Any]:
@@ -115,7 +119,7 @@ class RexRagEnvRunner(EnvRunner):
         what the uninterrupted run would have.
         """
         if seed is not None:
-            worker_seed = seed + 7919 * (self.worker_index or 0)
+            worker_seed = self._worker_seed(seed)
             self._rng = random.Random(worker_seed)
             self.sampler.reseed(worker_seed)
         if questions is None:

@@ -14,6 +14,7 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 
 from agents.rexrag.logprobs import response_token_logprobs
 from agents.rexrag.losses import clipped_surrogate, low_var_kl, masked_mean
+from agents.rexrag.token_batch import select_rows
 
 
 def warmup_learning_rate(base_lr: float, iteration: int, warmup_iterations: int) -> float:
@@ -159,8 +160,8 @@ class RexRagLearner(TorchLearner):
             micro_batches(columns["attention_mask"], self.config.max_tokens_per_micro_batch)
         )
         wrapper = self.module[DEFAULT_MODULE_ID]
-        for index, (rows, width) in enumerate(chunks):
-            micro = {k: (v[rows, :width] if v.dim() == 2 else v[rows]) for k, v in columns.items()}
+        for index, (rows, _) in enumerate(chunks):
+            micro = select_rows(columns, rows)
             # Under DDP only the last backward all-reduces: ranks may differ in micro-batches.
             last = index == len(chunks) - 1
             sync = (

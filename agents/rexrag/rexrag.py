@@ -27,7 +27,7 @@ from agents.rexrag.env_runner import RolloutResult
 from agents.rexrag.learner_batch import build_learner_batch
 from agents.rexrag.probes import update_keep_ratio
 from agents.rexrag.rollout_metrics import rollout_metrics
-from agents.rexrag.token_batch import TokenBatch, to_token_batch
+from agents.rexrag.token_batch import TokenBatch, select_rows, to_token_batch
 from rexrag_env.datasets import load_qa_dataset
 
 #: Where RexRag's per-iteration metrics live in ``Algorithm.train()``'s result.
@@ -181,11 +181,7 @@ class RexRag(Algorithm):
         totals: dict[str, float] = {}
         weights = 0.0
         for minibatch in np.array_split(order, num_minibatches):
-            width = int(columns["attention_mask"][minibatch].sum(-1).max())
-            selected = {
-                name: (value[minibatch, :width] if value.ndim == 2 else value[minibatch])
-                for name, value in columns.items()
-            }
+            selected = select_rows(columns, minibatch)
             results = self.learner_group.update(
                 batch=MultiAgentBatch(
                     {DEFAULT_MODULE_ID: SampleBatch(selected)}, env_steps=len(minibatch)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -53,14 +54,19 @@ class TokenBatch:
 
     def select(self, rows: Sequence[int] | np.ndarray) -> TokenBatch:
         """The batch restricted to ``rows`` (in that order), trimmed to its longest row."""
-        rows = np.asarray(rows, dtype=np.int64)
-        width = int(self.attention_mask[rows].sum(-1).max()) if len(rows) else 0
-        return TokenBatch(
-            **{
-                name: (value[rows, :width] if value.ndim == 2 else value[rows])
-                for name, value in vars(self).items()
-            }
-        )
+        return TokenBatch(**select_rows(vars(self), np.asarray(rows, dtype=np.int64)))
+
+
+def select_rows(columns: dict[str, Any], rows) -> dict[str, Any]:
+    """``columns`` (NumPy arrays or torch tensors, ``[batch, seq]`` or ``[batch]``, one of
+    them ``attention_mask``) restricted to ``rows`` (indices or a slice), with the
+    per-token columns cut to the longest selected row: right padding nobody needs."""
+    lengths = columns["attention_mask"][rows].sum(-1)
+    width = int(lengths.max()) if len(lengths) else 0
+    return {
+        name: (value[rows, :width] if value.ndim == 2 else value[rows])
+        for name, value in columns.items()
+    }
 
 
 def group_ids_by_question(trajectories: Sequence[Trajectory]) -> np.ndarray:

@@ -74,7 +74,7 @@ def progress_line(iteration: int, total: int, metrics: dict[str, float]) -> str:
     parts = [f"iter {iteration}/{total}"]
     parts += [f"{label} {metrics.get(key, 0.0):{fmt}}" for key, label, fmt in PROGRESS_FIELDS]
     phases = ("rollout", "scoring", "learning")
-    total = sum(metrics.get(f"seconds_{phase}", 0.0) for phase in phases)
+    wall = sum(metrics.get(f"seconds_{phase}", 0.0) for phase in phases)
     split = " ".join(
         f"{label} {metrics.get(f'seconds_{phase}', 0.0):.1f}"
         for label, phase in (
@@ -84,7 +84,7 @@ def progress_line(iteration: int, total: int, metrics: dict[str, float]) -> str:
             ("learn", "learning"),
         )
     )
-    seconds = f"{total:.1f}s ({split})"
+    seconds = f"{wall:.1f}s ({split})"
     return "  ".join([*parts, seconds])
 
 
