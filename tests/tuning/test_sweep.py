@@ -72,7 +72,24 @@ def test_an_interrupted_sweep_resumes_without_repeating_finished_trials(
     command = [sys.executable, "-m", "agents.cli", "tune", *overrides, "--space", str(space)]
     command += ["--num-samples", "1", "--max-iters", "3", "--max-concurrent", "1"]
     command += ["--scheduler", "fifo", "--out", str(out)]
-    sweep = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # Output goes to a file, unbuffered: an unread pipe fills up (Tune's progress tables
+    # outgrow it) and blocks the sweep, and result files reach the experiment directory
+    # only when Tune syncs them, so the log is where a finished trial shows first.
+    log_path = tmp_path / "sweep.log"
+    with log_path.open("w") as log:
+        sweep = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        deadline = time.time() + 240
+        while time.time() < deadline and sweep.poll() is None:
+            if "completed after 3 iterations" in log_path.read_text(errors="replace"):
+                break
+            time.sleep(0.2)
+        sweep.send_signal(signal.SIGINT)  # Ctrl-C while the second trial runs
+        sweep.wait(timeout=120)
 
     def finished_trials():
         return [
@@ -81,11 +98,6 @@ def test_an_interrupted_sweep_resumes_without_repeating_finished_trials(
             if len(path.read_text().splitlines()) == 3
         ]
 
-    deadline = time.time() + 240
-    while not finished_trials() and time.time() < deadline and sweep.poll() is None:
-        time.sleep(0.2)
-    sweep.send_signal(signal.SIGINT)  # Ctrl-C while the second trial starts
-    sweep.wait(timeout=120)
     (done,) = finished_trials()
     assert not (out / "trials.csv").exists()  # the sweep did not finish
 
