@@ -204,10 +204,10 @@ def _quickstart_training(args: argparse.Namespace) -> None:
     print(f"run directory: {run_dir} (config.yaml, metrics.csv, checkpoint with policy/)")
 
 
-def _add_config_arguments(parser) -> None:
+def _add_config_arguments(parser, default: str) -> None:
     """``--config PRESET_OR_YAML`` and ``key=value`` overrides: one RexRagConfig."""
     parser.add_argument(
-        "--config", default="tiny-sanity", help="preset name (tiny-sanity, ...) or YAML file"
+        "--config", default=default, help=f"preset name (default {default}) or YAML file"
     )
     parser.add_argument(
         "overrides",
@@ -221,9 +221,11 @@ def _add_train_command(commands) -> None:
     parser = commands.add_parser(
         "train", help="train a search agent with REX-RAG (or GRPO: probes=false) on RLlib"
     )
-    _add_config_arguments(parser)
-    parser.add_argument("--stop-iters", type=int, default=20, help="iterations in all")
-    parser.add_argument("--checkpoint-dir", default="out/train", help="the run directory")
+    _add_config_arguments(parser, "tiny-synthwiki")
+    parser.add_argument("--stop-iters", type=int, default=15, help="iterations in all")
+    parser.add_argument(
+        "--checkpoint-dir", help="the run directory (default: out/train/<config>-<time>)"
+    )
     parser.add_argument("--checkpoint-every", type=int, default=5, help="iterations")
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --checkpoint-dir"
@@ -247,11 +249,18 @@ def parse_overrides(pairs: Sequence[str]) -> dict:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from agents.rexrag.config import RexRagConfig
     from agents.rexrag.rexrag import RolloutFailedError
     from agents.rexrag.training_run import train
 
     config = RexRagConfig.from_yaml(args.config, parse_overrides(args.overrides))
+    if args.checkpoint_dir is None:
+        if args.resume:
+            raise ValueError("--resume needs the --checkpoint-dir of the run to continue")
+        name = Path(args.config).stem
+        args.checkpoint_dir = str(Path("out/train") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     print(f"rexrag train: {args.config} -> {args.checkpoint_dir} ({args.stop_iters} iterations)")
     try:
         train(
@@ -271,7 +280,10 @@ def _run_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    print(f"done: checkpoints, policy/ and metrics.csv in {args.checkpoint_dir}")
+    print(
+        f"done: checkpoints (with policy/), metrics.csv, curves.png and evaluations in "
+        f"{args.checkpoint_dir}"
+    )
     return 0
 
 
@@ -279,21 +291,22 @@ def _add_sft_command(commands) -> None:
     parser = commands.add_parser(
         "sft", help="warm-start a policy on scripted search demonstrations (before RL)"
     )
-    parser.add_argument("--model", default="tiny", help="alias, hub name or path to start from")
+    parser.add_argument(
+        "--model", default="tiny-synthwiki-base", help="alias, hub name or path to start from"
+    )
     parser.add_argument("--dataset", default="synthwiki/train", help="questions to demonstrate")
-    parser.add_argument("--retriever", default="synthwiki")
-    parser.add_argument("--max-turns", type=int, default=4)
+    # unset options take the tiny-synthwiki recipe's values (SynthWikiWarmStart)
+    parser.add_argument("--max-turns", type=int)
     parser.add_argument(
         "--overconfident-share",
         type=float,
-        default=0.3,
         help="share of demonstrations that answer after the first hop (teaches dead ends)",
     )
-    parser.add_argument("--repeats", type=int, default=1, help="demonstrations per question")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, help="demonstrations per question")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--seed", type=int)
     parser.add_argument("--out", default="out/sft", help="where the fine-tuned model goes")
     parser.set_defaults(run=_run_sft)
 
@@ -303,47 +316,39 @@ def _run_sft(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from agents.llm.models import load_model_and_tokenizer
-    from agents.rexrag.sft import collect_demonstrations, supervised_finetune
-    from agents.scripted import EvidenceChainAgent, OverconfidentAgent
-    from rexrag_env.env import SearchQAEnv
+    from agents.rexrag.sft import supervised_finetune
+    from agents.rexrag.synthwiki_policy import (
+        SynthWikiWarmStart,
+        synthwiki_demonstrations,
+        write_losses,
+    )
 
-    if not 0.0 <= args.overconfident_share <= 1.0:
-        raise ValueError(f"--overconfident-share must be in [0, 1], got {args.overconfident_share}")
+    options = ("overconfident_share", "steps", "lr", "batch_size", "repeats", "max_turns", "seed")
+    recipe = SynthWikiWarmStart(
+        base=args.model,
+        **{name: getattr(args, name) for name in options if getattr(args, name) is not None},
+    )
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty: choose another --out")
     start = time.perf_counter()
     model, tokenizer = load_model_and_tokenizer(args.model)
-    env = SearchQAEnv(dataset=args.dataset, retriever=args.retriever, max_turns=args.max_turns)
-    if not all("hops" in example.metadata for example in env.examples):
-        raise ValueError(
-            f"dataset {args.dataset!r} has no evidence chains (metadata 'hops'): "
-            "the demonstrators follow them; use a SynthWiki split"
-        )
-
-    def demonstrator(rng):
-        overconfident = rng.random() < args.overconfident_share
-        return OverconfidentAgent() if overconfident else EvidenceChainAgent()
-
-    demonstrations = collect_demonstrations(
-        env, demonstrator, tokenizer, repeats=args.repeats, seed=args.seed
-    )
+    demonstrations = synthwiki_demonstrations(tokenizer, recipe, args.dataset)
     correct = sum(d.reward for d in demonstrations) / len(demonstrations)
-    print(f"{len(demonstrations)} demonstrations ({correct:.0%} correct), {args.steps} steps")
+    print(f"{len(demonstrations)} demonstrations ({correct:.0%} correct), {recipe.steps} steps")
     losses = supervised_finetune(
         model,
         demonstrations,
-        steps=args.steps,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        seed=args.seed,
+        steps=recipe.steps,
+        lr=recipe.lr,
+        batch_size=recipe.batch_size,
+        seed=recipe.seed,
+        progress=True,
     )
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (out / "sft_losses.csv").write_text(
-        "step,loss\n" + "".join(f"{i + 1},{loss}\n" for i, loss in enumerate(losses))
-    )
+    write_losses(out / "sft_losses.csv", losses)
     print(
         f"loss {losses[0]:.3f} -> {losses[-1]:.3f}; model in {out} "
         f"({time.perf_counter() - start:.0f}s; train it: rexrag train llm={out} ...)"
@@ -353,7 +358,7 @@ def _run_sft(args: argparse.Namespace) -> int:
 
 def _add_tune_command(commands) -> None:
     parser = commands.add_parser("tune", help="a Ray Tune sweep over RexRagConfig fields")
-    _add_config_arguments(parser)
+    _add_config_arguments(parser, "tiny-sanity")
     parser.add_argument(
         "--space", default="rexrag", help="search space: shipped name (rexrag, correction) or YAML"
     )

@@ -83,6 +83,10 @@ class OracleAgent:
         return f"<think>I know it now.</think>\n<answer> {self._answer} </answer>"
 
 
+#: What the evidence-chain agents think before they answer (where a probe would cut in).
+CHAIN_COMPLETE = "<think>The chain is complete.</think>\n"
+
+
 class EvidenceChainAgent:
     """Follows a question's evidence chain (``info["metadata"]["hops"]``, as SynthWiki
     records it): one search per hop for the entity in hand, and it moves on only when
@@ -109,7 +113,7 @@ class EvidenceChainAgent:
             return (
                 f"<think>I need to find out about {subject}.</think>\n<search> {subject} </search>"
             )
-        return f"<think>The chain is complete.</think>\n<answer> {self._found} </answer>"
+        return f"{CHAIN_COMPLETE}<answer> {self._found} </answer>"
 
 
 class OverconfidentAgent(EvidenceChainAgent):

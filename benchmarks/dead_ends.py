@@ -1,16 +1,17 @@
 """The experiment: plain GRPO vs REX-RAG (correction none / rexrag / sequence), same budget.
 
-    python benchmarks/dead_ends.py [--config tiny-sanity] [--iterations 10] [--seeds 0,1,2]
-                                   [--eval-dataset DATASET] [--eval-limit 64] [--out DIR]
+    python benchmarks/dead_ends.py [--config tiny-synthwiki] [--iterations 20] [--seeds 0,1,2]
+                                   [--eval-dataset DATASET] [--eval-limit N] [--out DIR]
 
 Every run starts from the same warm-started policy (the preset's ``llm``), sees the same
 number of questions (iterations × questions_per_iteration) and differs only in the
 setting and the seed. After training, the policy is evaluated greedily on
-``--eval-dataset`` (default: the preset's own questions). The table reports exact match
-(mean ± std over seeds), the dead-end fraction (all originals of a question wrong) in the
-first and the last iteration, sampled tokens per iteration (probes cost tokens) and wall
-time; ``curves.png`` plots the originals' accuracy per iteration, one line per setting
-(mean over seeds).
+``--eval-dataset`` (default: the preset's ``eval_dataset``, SynthWiki's test split). The
+table reports exact match (mean ± std over seeds), the dead-end fraction (all originals
+of a question wrong) in the first and the last iteration, sampled tokens per iteration
+(probes cost tokens), probes spawned/kept and their accuracy, and wall time;
+``curves.png`` plots the originals' accuracy and the dead-end fraction per iteration,
+one line per setting (mean over seeds).
 """
 
 from __future__ import annotations
@@ -34,34 +35,16 @@ SETTINGS = (
 )
 
 
-def greedy_accuracy(policy_dir: str, config, dataset: str, limit: int) -> float:
-    """Greedy exact match on the first ``limit`` questions of ``dataset``, through the
-    evaluation harness (its pinned protocol), with the config's turn and token limits."""
-    from agents.evaluation import EvalProtocol, evaluate
-    from agents.llm.base import SamplingParams
-    from agents.llm.hf import HFGenerator
-    from agents.llm_agent import LLMAgent
+def greedy_accuracy(policy_dir, config, dataset: str, limit: int | None) -> float:
+    """Greedy exact match (0-1) through the evaluation harness, the run's settings."""
+    from agents.rexrag.policy_eval import evaluate_policy
 
-    agent = LLMAgent(
-        HFGenerator.from_pretrained(policy_dir),
-        SamplingParams(temperature=0.0, max_new_tokens=config.max_new_tokens_per_turn),
-        max_observation_tokens=config.max_observation_tokens,
-    )
-    protocol = EvalProtocol(
-        datasets=(dataset,),
-        retriever=config.retriever,
-        topk=config.topk,
-        max_turns=config.max_turns,
-        limit=limit,
-    )
     with tempfile.TemporaryDirectory() as out:
-        summary = evaluate(
-            agent, protocol, out, batch_size=limit, progress=False, log=lambda _: None
-        )
-    return summary["average"]["em"] / 100
+        summary = evaluate_policy(policy_dir, config, dataset, out, limit=limit, log=lambda _: None)
+    return summary["em"] / 100
 
 
-def run(preset: str, overrides: dict, iterations: int, eval_dataset: str, eval_limit: int):
+def run(preset: str, overrides: dict, iterations: int, eval_dataset: str, eval_limit: int | None):
     """One training run; returns its per-iteration metrics, test EM and wall time."""
     from agents.rexrag.config import RexRagConfig
     from agents.rexrag.rexrag import METRICS_KEY
@@ -69,7 +52,10 @@ def run(preset: str, overrides: dict, iterations: int, eval_dataset: str, eval_l
     config = RexRagConfig.from_yaml(preset, overrides)
     start = time.perf_counter()
     algo = config.build_algo()
-    history = [algo.train()[METRICS_KEY] for _ in range(iterations)]
+    history = []
+    for iteration in range(iterations):
+        history.append(algo.train()[METRICS_KEY])
+        print(f"  {overrides} iteration {iteration + 1}/{iterations}", flush=True)
     with tempfile.TemporaryDirectory() as directory:
         algo.export_policy(directory)
         algo.stop()
@@ -82,24 +68,40 @@ def main() -> None:
 
     from agents.llm.models import resolve_model
     from agents.rexrag.config import RexRagConfig
+    from agents.rexrag.curves import plot_panels
+    from agents.rexrag.policy_eval import dead_end_profile
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config", default="tiny-sanity", help="preset or YAML file")
-    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--config", default="tiny-synthwiki", help="preset or YAML file")
+    parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--eval-dataset", default=None, help="default: the preset's questions")
-    parser.add_argument("--eval-limit", type=int, default=64)
+    parser.add_argument(
+        "--eval-dataset", default=None, help="default: the preset's eval_dataset or questions"
+    )
+    parser.add_argument("--eval-limit", type=int, default=None, help="default: all")
     parser.add_argument("--out", default="out/dead_ends")
     args = parser.parse_args()
 
     base = RexRagConfig.from_yaml(args.config)
-    eval_dataset = args.eval_dataset or base.question_source()
+    eval_dataset = args.eval_dataset or base.eval_dataset or base.question_source()
     seeds = [int(seed) for seed in args.seeds.split(",")]
     ray.init(include_dashboard=False, log_to_driver=False)
-    # every run starts from this policy: evaluate it once
+    # every run starts from this policy: evaluate it once, and measure how stuck it is
     before = greedy_accuracy(resolve_model(base.llm), base, eval_dataset, args.eval_limit)
+    try:
+        profile = dead_end_profile(resolve_model(base.llm), base, eval_dataset)
+    except ValueError as error:  # no multi-hop questions (e.g. the sanity task)
+        print(f"no dead-end profile: {error}")
+    else:
+        print(
+            f"warm start on the {profile['questions']:.0f} multi-hop questions of "
+            f"{eval_dataset}, {base.group_size} rollouts each at T={base.temperature}: "
+            f"all wrong {profile['dead_end']:.2f}, most giving one same wrong answer "
+            f"{profile['same_wrong_majority']:.2f}, rollout accuracy {profile['accuracy']:.3f}",
+            flush=True,
+        )
     rows, curves = [], {}
     for name, overrides in SETTINGS:
         results = [
@@ -114,57 +116,53 @@ def main() -> None:
         ]
         histories = [history for history, _, _ in results]
         accuracy = [em for _, em, _ in results]
+
+        def mean(metric, part=slice(None), histories=histories):
+            return np.mean([np.mean([m[metric] for m in h[part]]) for h in histories])
+
         rows.append(
             (
                 name,
                 f"{100 * np.mean(accuracy):.1f} ± {100 * np.std(accuracy):.1f}",
-                np.mean([h[0]["dead_end_fraction_before_probing"] for h in histories]),
-                np.mean([h[-1]["dead_end_fraction_before_probing"] for h in histories]),
-                np.mean([np.mean([m["sampled_tokens"] for m in h]) for h in histories]),
-                np.mean([np.mean([m["probes_kept"] for m in h]) for h in histories]),
+                mean("dead_end_fraction_before_probing", slice(0, 1)),
+                mean("dead_end_fraction_before_probing", slice(-1, None)),
+                mean("sampled_tokens"),
+                f"{mean('probes_spawned'):.1f}/{mean('probes_kept'):.1f}",
+                mean("accuracy_probe"),
                 np.mean([seconds for _, _, seconds in results]),
             )
         )
-        curves[name] = np.mean(
-            [[m["accuracy_original"] for m in history] for history in histories], axis=0
-        )
+        curves[name] = {
+            metric: np.mean([[m[metric] for m in h] for h in histories], axis=0)
+            for metric in ("accuracy_original", "dead_end_fraction_before_probing")
+        }
     ray.shutdown()
 
     print(
         f"config={args.config} iterations={args.iterations} seeds={seeds} "
-        f"eval={eval_dataset} (first {args.eval_limit}, greedy); before training: "
-        f"EM {100 * before:.1f}"
+        f"eval={eval_dataset} ({args.eval_limit or 'all'} questions, greedy); "
+        f"before training: EM {100 * before:.1f}"
     )
     print(
         "| setting | test EM (mean ± std) | dead-end fraction, first iteration | last iteration "
-        "| sampled tokens / iteration | probes kept / iteration | wall s per run |"
+        "| sampled tokens / iteration | probes spawned/kept / iteration | probe accuracy "
+        "| wall s per run |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, em, start, end, tokens, kept, seconds in rows:
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, em, start, end, tokens, probes, probe_accuracy, seconds in rows:
         print(
-            f"| {name} | {em} | {start:.2f} | {end:.2f} | {tokens:.0f} | {kept:.1f} | "
-            f"{seconds:.0f} |"
+            f"| {name} | {em} | {start:.2f} | {end:.2f} | {tokens:.0f} | {probes} | "
+            f"{probe_accuracy:.2f} | {seconds:.0f} |"
         )
-    plot(curves, Path(args.out))
-
-
-def plot(curves: dict[str, np.ndarray], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    figure, axis = plt.subplots(figsize=(7, 4))
-    for name, curve in curves.items():
-        axis.plot(range(1, len(curve) + 1), curve, marker="o", label=name)
-    axis.set_xlabel("training iteration")
-    axis.set_ylabel("accuracy of originals (mean over seeds)")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(out / "curves.png", dpi=120)
-    print(f"plot: {out / 'curves.png'}")
+    panels = [
+        (title, {name: curve[metric] for name, curve in curves.items()})
+        for title, metric in (
+            ("accuracy of originals (mean over seeds)", "accuracy_original"),
+            ("dead-end fraction (mean over seeds)", "dead_end_fraction_before_probing"),
+        )
+    ]
+    out = plot_panels(panels, Path(args.out) / "curves.png", f"{args.config}, seeds {seeds}")
+    print(f"plot: {out}")
 
 
 if __name__ == "__main__":

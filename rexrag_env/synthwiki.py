@@ -223,6 +223,18 @@ def synthwiki_split_path(split: str, seed: int = 0) -> Path:
     return synthwiki_dir(seed) / f"{split}.jsonl"
 
 
+def synthwiki_texts(seed: int = 0) -> list[str]:
+    """The text a SynthWiki policy reads: passages and the prompts of the train questions
+    (what a tokenizer for the testbed is trained on, so that invented names are whole
+    tokens)."""
+    from rexrag_env.protocol import make_prompt
+
+    wiki = generate_synthwiki(seed)
+    return [passage["contents"] for passage in wiki.passages] + [
+        make_prompt(record["question"]) for record in wiki.questions["train"]
+    ]
+
+
 def synthwiki_retriever(seed: int = 0):
     """BM25 over the SynthWiki corpus, built once into the cache."""
     from rexrag_env.cache import build_once, cache_dir

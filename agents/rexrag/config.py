@@ -60,6 +60,9 @@ class RexRagSettings:
     lora_rank: int = 0  # > 0: train LoRA adapters of this rank instead of all weights
     lora_alpha: float = 16.0
     lora_target_modules: str | list[str] = "all-linear"
+    # rexrag train: greedy test EM before and after training (None: no evaluation)
+    eval_dataset: str | None = None
+    eval_limit: int | None = None  # first N questions; None: all
 
 
 _SETTINGS = tuple(f.name for f in fields(RexRagSettings))

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from agents.base import run_episode
 from agents.llm_agent import prompt_token_ids
@@ -34,11 +35,13 @@ def supervised_finetune(
     lr: float = 1e-3,
     batch_size: int = 16,
     seed: int = 0,
+    progress: bool = False,
 ) -> list[float]:
     """Train ``model`` in place for ``steps`` AdamW steps; returns the loss of each step.
 
     Each step draws ``batch_size`` demonstrations (seeded, without replacement within a
     pass) and minimises the token-mean negative log-likelihood of their trained tokens.
+    ``progress`` shows a progress bar with the running loss.
     """
     if not demonstrations:
         raise ValueError("supervised_finetune needs at least one demonstration")
@@ -49,6 +52,7 @@ def supervised_finetune(
     order: list[int] = []
     losses = []
     model.train()
+    bar = tqdm(total=steps, desc="SFT", unit="step", disable=not progress)
     for _ in range(steps):
         if len(order) < batch_size:
             order.extend(rng.permutation(len(batch)).tolist())
@@ -66,6 +70,9 @@ def supervised_finetune(
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+        bar.update()
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", refresh=False)
+    bar.close()
     model.eval()
     return losses
 
@@ -104,17 +111,20 @@ def collect_demonstrations(
     repeats: int = 1,
     seed: int = 0,
     max_observation_tokens: int = 500,
+    edit: Callable[[Trajectory, random.Random], Trajectory] | None = None,
 ) -> list[Trajectory]:
     """``repeats`` token demonstrations per question of ``env`` (a ``SearchQAEnv``), each
     played by ``make_agent(rng)``, a text agent (e.g. a seeded mix of scripted
-    demonstrators); one seeded ``rng`` serves all episodes, in question order."""
+    demonstrators), and rewritten by ``edit(trajectory, rng)`` if given; one seeded
+    ``rng`` serves all episodes, in question order."""
     rng = random.Random(seed)
-    return [
-        tokenize_demonstration(
-            run_episode(env, make_agent(rng), options={"index": index}),
-            tokenizer,
-            max_observation_tokens,
-        )
-        for index in range(len(env.examples))
-        for _ in range(repeats)
-    ]
+    demonstrations = []
+    for index in range(len(env.examples)):
+        for _ in range(repeats):
+            episode = run_episode(env, make_agent(rng), options={"index": index})
+            if edit is not None:
+                episode = edit(episode, rng)
+            demonstrations.append(
+                tokenize_demonstration(episode, tokenizer, max_observation_tokens)
+            )
+    return demonstrations

@@ -4,6 +4,9 @@ Layout of a run directory::
 
     DIR/config.yaml              the run's RexRagConfig (what --resume trains with)
     DIR/metrics.csv              one row per iteration (appended as they finish)
+    DIR/curves.png               learning curves, redrawn at every checkpoint
+    DIR/eval_before/, eval_after/  greedy test evaluation (with ``eval_dataset``):
+                                 per-question records and summary.json
     DIR/iteration_000004/        an RLlib checkpoint (learner weights, optimizer, keep ratio)
     DIR/iteration_000004/policy/ the policy as a Hugging Face model (from_pretrained-able)
     DIR/iteration_000004/COMPLETE  written last: a checkpoint without it is ignored
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.rexrag.config import RexRagConfig
+from agents.rexrag.curves import plot_run
 from agents.rexrag.rexrag import METRICS_KEY
 
 CHECKPOINT_PREFIX = "iteration_"
@@ -153,6 +157,10 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         config.to_yaml(config_path)
+    if config.eval_dataset:
+        from agents.llm.models import resolve_model
+
+        evaluate_into(run_dir / "eval_before", resolve_model(config.llm), config, "before", log)
     if not ray.is_initialized():
         ray.init(
             address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False
@@ -174,6 +182,7 @@ def train(
                 if algo.iteration % checkpoint_every == 0 or algo.iteration == stop_iters:
                     save_checkpoint(algo, run_dir)
                     last_saved = algo.iteration
+                    plot_run(run_dir / "metrics.csv", run_dir / "curves.png", str(run_dir))
         except KeyboardInterrupt:
             if algo.iteration > last_saved:
                 save_checkpoint(algo, run_dir)
@@ -181,4 +190,24 @@ def train(
             raise
     finally:
         algo.stop()
+    if config.eval_dataset and algo.iteration == stop_iters:
+        shutil.rmtree(run_dir / "eval_after", ignore_errors=True)  # a resumed run's policy is new
+        evaluate_into(run_dir / "eval_after", resolve_policy(run_dir), config, "after", log)
     return history
+
+
+def evaluate_into(
+    out: Path, policy: str | Path, config: RexRagConfig, when: str, log: Callable[[str], None]
+) -> dict[str, float]:
+    """Greedy EM of ``policy`` on the config's eval dataset, recorded in ``out`` (a run
+    resumed after this evaluation finds it there and does not redo it)."""
+    from agents.rexrag.policy_eval import evaluate_policy
+
+    summary = evaluate_policy(
+        policy, config, config.eval_dataset, out, limit=config.eval_limit, log=lambda _: None
+    )
+    log(
+        f"{config.eval_dataset} {when} training: EM {summary['em']:.1f}  F1 {summary['f1']:.1f}  "
+        f"searches {summary['searches']:.2f}  ({summary['n']:.0f} questions, greedy; {out})"
+    )
+    return summary

@@ -13,7 +13,8 @@ from agents.llm_agent import LLMAgent
 
 def test_sft_on_synthwiki_demonstrations(tmp_path, tiny_model_dir, capsys):
     out = tmp_path / "sft"
-    args = ["sft", "--model", str(tiny_model_dir), "--steps", "120", "--out", str(out)]
+    args = ["sft", "--model", str(tiny_model_dir), "--steps", "120", "--batch-size", "16"]
+    args += ["--repeats", "1", "--out", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "demonstrations" in printed and "loss" in printed
@@ -35,6 +36,6 @@ def test_sft_on_synthwiki_demonstrations(tmp_path, tiny_model_dir, capsys):
 
 
 def test_sft_needs_evidence_chains(tmp_path, tiny_model_dir, capsys):
-    args = ["sft", "--model", str(tiny_model_dir), "--dataset", "musique", "--retriever", "bm25"]
+    args = ["sft", "--model", str(tiny_model_dir), "--dataset", "musique"]
     assert main([*args, "--out", str(tmp_path / "x")]) == 2
     assert "evidence chains" in capsys.readouterr().err

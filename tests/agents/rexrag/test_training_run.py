@@ -46,10 +46,17 @@ def test_train_resume_and_evaluate_from_the_command_line(
     answering_model_dir, capital_task, ray_cluster, tmp_path, capsys
 ):
     run = tmp_path / "run"
-    args = [*overrides(answering_model_dir, capital_task), "--checkpoint-dir", str(run)]
+    test_set = {"eval_dataset": capital_task, "eval_limit": 3}
+    args = [*overrides(answering_model_dir, capital_task, **test_set), "--config", "tiny-cpu"]
+    args += ["--checkpoint-dir", str(run)]
     assert main(["train", *args, "--stop-iters", "2", "--checkpoint-every", "1"]) == 0
     out = capsys.readouterr().out
     assert "iter 1/2" in out and "iter 2/2" in out and "dead-end" in out
+    assert "before training: EM" in out and "after training: EM" in out
+    for when in ("before", "after"):
+        summary = json.loads((run / f"eval_{when}" / "summary.json").read_text())
+        assert summary["capitals"]["n"] == 3
+    assert (run / "curves.png").stat().st_size > 10_000
     assert [p.name for p in complete_checkpoints(run)] == ["iteration_000001", "iteration_000002"]
     AutoModelForCausalLM.from_pretrained(resolve_policy(run))  # a plain HF model directory
 

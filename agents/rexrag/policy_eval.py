@@ -1,0 +1,118 @@
+"""Greedy test-set evaluation of a trained (or warm-start) policy, with a run's settings.
+
+The before/after numbers of ``rexrag train`` and ``benchmarks/dead_ends.py`` come from
+here: the evaluation harness's pinned protocol (greedy decoding, EM against any gold
+answer) with the run's retriever, top-k, turn and token limits, so "before" and "after"
+differ only in the weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from agents.rexrag.config import RexRagConfig
+
+
+def evaluate_policy(
+    policy_dir: str | Path,
+    config: RexRagConfig,
+    dataset: str,
+    out_dir: str | Path,
+    *,
+    limit: int | None = None,
+    batch_size: int = 64,
+    log: Callable[[str], None] = print,
+) -> dict[str, float]:
+    """EM / F1 / cover-EM (×100) and searches per question of the policy in
+    ``policy_dir`` (a ``save_pretrained`` directory) on the first ``limit`` questions
+    of ``dataset``; per-question records and the summary are written to ``out_dir``."""
+    from agents.evaluation import EvalProtocol, evaluate
+    from agents.llm.base import SamplingParams
+    from agents.llm.hf import HFGenerator
+    from agents.llm_agent import LLMAgent
+
+    agent = LLMAgent(
+        HFGenerator.from_pretrained(str(policy_dir)),
+        SamplingParams(temperature=0.0, max_new_tokens=config.max_new_tokens_per_turn),
+        max_observation_tokens=config.max_observation_tokens,
+    )
+    protocol = EvalProtocol(
+        datasets=(dataset,),
+        retriever=config.retriever,
+        topk=config.topk,
+        max_turns=config.max_turns,
+        limit=limit,
+    )
+    summary = evaluate(agent, protocol, out_dir, batch_size=batch_size, progress=False, log=log)
+    return summary["average"]
+
+
+def dead_end_profile(
+    policy_dir: str | Path,
+    config: RexRagConfig,
+    dataset: str,
+    *,
+    min_hops: int = 2,
+    limit: int | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """How stuck a policy is on multi-hop questions, measured as the trainer sees it.
+
+    For each question of ``dataset`` with at least ``min_hops`` hops (SynthWiki's
+    ``metadata["num_hops"]``), ``config.group_size`` rollouts are sampled at the
+    rollout temperature. Returns the share of questions whose rollouts are all wrong
+    (``dead_end``: GRPO gets no signal from them), the share where most rollouts give
+    one and the same wrong answer (``same_wrong_majority``: the confident dead end),
+    the rollouts' accuracy, and the number of questions.
+    """
+    from collections import Counter
+
+    from agents.llm.base import SamplingParams
+    from agents.llm.hf import HFGenerator
+    from agents.llm_agent import LLMAgent
+    from rexrag_env.env import SearchQAEnv
+    from rexrag_env.retrieval.factory import make_retriever
+
+    retriever = make_retriever(config.retriever)
+
+    def env() -> SearchQAEnv:
+        return SearchQAEnv(
+            dataset=dataset, retriever=retriever, max_turns=config.max_turns, topk=config.topk
+        )
+
+    examples = env().examples
+    indices = [
+        i for i, example in enumerate(examples) if example.metadata.get("num_hops", 0) >= min_hops
+    ][:limit]
+    if not indices:
+        raise ValueError(f"{dataset!r} has no questions of {min_hops}+ hops (metadata num_hops)")
+    group = config.group_size
+    agent = LLMAgent(
+        HFGenerator.from_pretrained(str(policy_dir)),
+        SamplingParams(
+            temperature=config.temperature,
+            top_p=config.top_p,
+            max_new_tokens=config.max_new_tokens_per_turn,
+            seed=seed,
+        ),
+        max_observation_tokens=config.max_observation_tokens,
+    )
+    rollouts = agent.play(
+        [env() for _ in range(len(indices) * group)],
+        [{"index": i} for i in indices for _ in range(group)],
+    )
+    dead, same_wrong = 0, 0
+    for start in range(0, len(rollouts), group):
+        members = rollouts[start : start + group]
+        wrong = Counter(
+            (rollout.answer or "").strip().lower() for rollout in members if rollout.reward == 0
+        )
+        dead += sum(wrong.values()) == group
+        same_wrong += bool(wrong) and wrong.most_common(1)[0][1] > group / 2
+    return {
+        "dead_end": dead / len(indices),
+        "same_wrong_majority": same_wrong / len(indices),
+        "accuracy": sum(rollout.reward for rollout in rollouts) / len(rollouts),
+        "questions": float(len(indices)),
+    }

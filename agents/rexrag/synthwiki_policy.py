@@ -1,0 +1,201 @@
+"""Warm-started SynthWiki policies: a base LM fine-tuned on scripted demonstrations, cached.
+
+The dead-end testbed (issue: "the embedded default") needs a policy that speaks the
+search protocol and can follow an evidence chain, yet often commits to an answer after
+the first hop: the demonstrations mix the evidence-chain agent with a share of
+over-confident ones that answer with whatever the first search found. On a 2- or
+3-hop question most rollouts of such a policy give that same wrong answer (a dead end),
+a few follow the chain to the right one; exactly what GRPO struggles with and REX-RAG's
+probes ("wait, let me check...") are meant to fix.
+
+Two recipes are registered as model aliases (``load_model_and_tokenizer("tiny-synthwiki")``):
+
+- ``tiny-synthwiki``: a 1.3M-parameter Qwen2 whose tokenizer is trained on SynthWiki
+  text (every invented name is one token), SFT'd for a few minutes on 2 CPU cores.
+  Copying names from passages into queries and answers emerges abruptly after a few
+  hundred steps at this size; smaller models or tokenizers that split names did not
+  learn it within a CPU budget (measured; see the README).
+- ``smollm2-synthwiki``: the packaged SmolLM2-135M-Instruct after the same SFT.
+
+Each is built once into the rexrag cache under a name that hashes its recipe, so
+changing a recipe rebuilds it and concurrent callers share one build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from agents.rexrag.probes import default_exploratory_prompts
+from agents.rexrag.sft import collect_demonstrations, supervised_finetune
+from agents.scripted import CHAIN_COMPLETE, EvidenceChainAgent, OverconfidentAgent
+from agents.trajectory import Trajectory, Turn
+from rexrag_env.protocol import THINK_OPEN
+
+#: The model alias of the SynthWiki-tokenizer tiny Qwen2 (untrained).
+TINY_BASE = "tiny-synthwiki-base"
+#: Its architecture: the smallest we measured that learns to copy names within minutes.
+TINY_SYNTHWIKI_ARCHITECTURE = {
+    "hidden_size": 128,
+    "num_layers": 4,
+    "num_heads": 4,
+    "num_kv_heads": 4,
+    "intermediate_size": 512,
+    "vocab_size": 4096,  # an upper bound: SynthWiki text needs about 2,300 tokens
+}
+
+
+@dataclass(frozen=True)
+class SynthWikiWarmStart:
+    """How a warm-start policy is made; every field is part of its cache key.
+
+    ``overconfident_share`` of the demonstrations answer after the first hop (the
+    source of dead ends); the rest follow the whole evidence chain, and
+    ``doubt_share`` of those on multi-hop questions are told as a successful probe
+    (:func:`doubting`). ``repeats`` demonstrations per training question, each drawn
+    independently.
+    """
+
+    base: str
+    overconfident_share: float = 0.75
+    doubt_share: float = 0.5
+    steps: int = 800
+    lr: float = 3e-3
+    batch_size: int = 16
+    repeats: int = 2
+    max_turns: int = 4
+    topk: int = 2
+    max_observation_tokens: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("overconfident_share", "doubt_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+    def cache_name(self, alias: str) -> str:
+        return f"{alias}-{_digest({'recipe': asdict(self), 'tiny': TINY_SYNTHWIKI_ARCHITECTURE})}"
+
+
+def _digest(value) -> str:
+    """A short stable hash of a JSON-able value (cache names that follow their recipe)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:10]
+
+
+WARM_STARTS = {
+    "tiny-synthwiki": SynthWikiWarmStart(base=TINY_BASE),
+    # a pretrained LM learns the format in a few dozen steps; each costs ~10 s on 2 cores
+    "smollm2-synthwiki": SynthWikiWarmStart(
+        base="smollm2-135m", steps=40, lr=1e-4, batch_size=8, repeats=1
+    ),
+}
+
+
+def doubting(trajectory: Trajectory, doubt: str) -> Trajectory:
+    """An evidence-chain demonstration (of 2+ hops) retold as a successful probe.
+
+    After the first search it thinks it is done, exactly as the over-confident agent
+    does before answering; then ``doubt`` (an exploratory prompt) interrupts, and the
+    chain resumes inside that thought. The doubt is recorded as an observation, text
+    the model did not write, so SFT does not train the policy to doubt on its own: it
+    only learns to act on a doubt, as an instruction-following LLM would. Without this
+    a tiny LM, which has no pretraining, cannot make sense of a probe's prompt.
+    """
+    first, second, *rest = trajectory.turns
+    committed = Turn(CHAIN_COMPLETE, doubt, "probe_prompt")
+    resumed = replace(second, action=" " + second.action.removeprefix(THINK_OPEN).lstrip())
+    return replace(trajectory, turns=[first, committed, resumed, *rest])
+
+
+def synthwiki_demonstrations(
+    tokenizer, recipe: SynthWikiWarmStart, dataset: str = "synthwiki/train"
+) -> list[Trajectory]:
+    """The recipe's token demonstrations on ``dataset`` (a split with evidence chains)."""
+    from rexrag_env.env import SearchQAEnv
+
+    env = SearchQAEnv(
+        dataset=dataset, retriever="synthwiki", max_turns=recipe.max_turns, topk=recipe.topk
+    )
+    if not all("hops" in example.metadata for example in env.examples):
+        raise ValueError(
+            f"dataset {dataset!r} has no evidence chains (metadata 'hops'): "
+            "the demonstrators follow them; use a SynthWiki split"
+        )
+
+    def demonstrator(rng: random.Random):
+        overconfident = rng.random() < recipe.overconfident_share
+        return OverconfidentAgent() if overconfident else EvidenceChainAgent()
+
+    doubts = default_exploratory_prompts()
+
+    def edit(trajectory: Trajectory, rng: random.Random) -> Trajectory:
+        searches = [turn.action_type for turn in trajectory.turns].count("search")
+        if searches >= 2 and rng.random() < recipe.doubt_share:  # a chain of 2+ hops
+            return doubting(trajectory, rng.choice(doubts))
+        return trajectory
+
+    return collect_demonstrations(
+        env,
+        demonstrator,
+        tokenizer,
+        repeats=recipe.repeats,
+        seed=recipe.seed,
+        max_observation_tokens=recipe.max_observation_tokens,
+        edit=edit,
+    )
+
+
+def warm_start_on_synthwiki(
+    model, tokenizer, recipe: SynthWikiWarmStart, progress: bool = False
+) -> list[float]:
+    """SFT ``model`` in place on the recipe's demonstrations; returns the step losses."""
+    return supervised_finetune(
+        model,
+        synthwiki_demonstrations(tokenizer, recipe),
+        steps=recipe.steps,
+        lr=recipe.lr,
+        batch_size=recipe.batch_size,
+        seed=recipe.seed,
+        progress=progress,
+    )
+
+
+def tiny_synthwiki_base_path() -> Path:
+    """The untrained tiny Qwen2 with a SynthWiki tokenizer (seed 0), built once (seconds)."""
+    from agents.llm.tiny import build_tiny_model
+    from rexrag_env.cache import build_once, cache_dir
+    from rexrag_env.synthwiki import VERSION, synthwiki_texts
+
+    name = f"{TINY_BASE}-{VERSION}-{_digest(TINY_SYNTHWIKI_ARCHITECTURE)}"
+    return build_once(
+        cache_dir() / "models" / name,
+        lambda tmp: build_tiny_model(tmp, texts=synthwiki_texts(), **TINY_SYNTHWIKI_ARCHITECTURE),
+    )
+
+
+def warm_start_path(alias: str) -> Path:
+    """The warm-started policy registered as ``alias``, built on first use.
+
+    Building prints a progress bar: a few minutes on 2 CPU cores for ``tiny-synthwiki``.
+    """
+    from agents.llm.models import load_model_and_tokenizer
+    from rexrag_env.cache import build_once, cache_dir
+
+    recipe = WARM_STARTS[alias]
+
+    def build(directory: Path) -> None:
+        model, tokenizer = load_model_and_tokenizer(recipe.base)
+        print(f"{alias}: warm-starting {recipe.base} on SynthWiki demonstrations (cached after)")
+        losses = warm_start_on_synthwiki(model, tokenizer, recipe, progress=True)
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+        write_losses(directory / "sft_losses.csv", losses)
+
+    return build_once(cache_dir() / "models" / recipe.cache_name(alias), build)
+
+
+def write_losses(path: Path, losses: list[float]) -> None:
+    path.write_text("step,loss\n" + "".join(f"{i + 1},{loss}\n" for i, loss in enumerate(losses)))

@@ -1,0 +1,126 @@
+"""SynthWiki warm starts: recipes, the testbed tokenizer, and REX-RAG on SynthWiki."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+
+from agents.llm.models import WARM_START_ALIASES, load_model_and_tokenizer
+from agents.rexrag.config import RexRagConfig
+from agents.rexrag.rexrag import METRICS_KEY
+from agents.rexrag.synthwiki_policy import (
+    TINY_BASE,
+    WARM_STARTS,
+    SynthWikiWarmStart,
+    warm_start_on_synthwiki,
+)
+
+
+def test_every_warm_start_is_a_model_alias_and_its_cache_name_follows_its_recipe():
+    assert set(WARM_STARTS) == set(WARM_START_ALIASES)
+    recipe = WARM_STARTS["tiny-synthwiki"]
+    assert recipe.base == TINY_BASE
+    assert recipe.cache_name("x") == replace(recipe).cache_name("x")
+    assert recipe.cache_name("x") != replace(recipe, steps=recipe.steps + 1).cache_name("x")
+    with pytest.raises(ValueError, match="overconfident_share"):
+        SynthWikiWarmStart(base=TINY_BASE, overconfident_share=1.5)
+
+
+def test_the_testbed_tokenizer_keeps_invented_names_whole():
+    from agents.llm.tiny import build_tiny_tokenizer
+    from rexrag_env.synthwiki import generate_synthwiki, synthwiki_texts
+
+    tokenizer = build_tiny_tokenizer(4096, synthwiki_texts())
+    wiki = generate_synthwiki(0)
+    titles = [passage["contents"].split("\n")[0].strip('"') for passage in wiki.passages]
+    words = {word for title in titles for word in title.split()}
+    assert len(words) > 300
+    # as in a query, after a space: one token per word, so copying a name is one step
+    assert all(len(tokenizer.encode(f" {word}", add_special_tokens=False)) == 1 for word in words)
+
+
+def test_a_doubting_demonstration_acts_on_the_doubt_but_is_not_trained_to_doubt(tiny_model_dir):
+    import gymnasium as gym
+
+    import rexrag_env
+    from agents.base import run_episode
+    from agents.rexrag.sft import tokenize_demonstration
+    from agents.rexrag.synthwiki_policy import doubting
+    from agents.scripted import CHAIN_COMPLETE, EvidenceChainAgent
+    from agents.trajectory import Component
+
+    env = gym.make(rexrag_env.SYNTHWIKI_ENV_ID, split="train").unwrapped
+    index = next(i for i, e in enumerate(env.examples) if e.metadata["num_hops"] == 2)
+    chain = run_episode(env, EvidenceChainAgent(), options={"index": index})
+    doubt = "<think> Wait, let me check that again."
+    retold = doubting(chain, doubt)
+    assert [t.action_type for t in retold.turns] == ["search", "probe_prompt", "search", "answer"]
+    assert retold.turns[1].action == CHAIN_COMPLETE and retold.reward == chain.reward == 1.0
+    # the text reads as one thought: "<think> Wait, ... I need to find out about X.</think>"
+    assert (doubt + retold.turns[2].action).count("<think>") == 1
+
+    _, tokenizer = load_model_and_tokenizer(str(tiny_model_dir))
+    tokens = tokenize_demonstration(retold, tokenizer)
+    trained = [
+        t for t, c in zip(tokens.token_ids, tokens.components, strict=True) if c == Component.MODEL
+    ]
+    assert "Wait" not in tokenizer.decode(trained)
+    assert "Wait" in tokenizer.decode(tokens.token_ids)
+
+
+@pytest.fixture(scope="module")
+def committing_policy(tmp_path_factory, tiny_model_dir):
+    """The tiny model after a short SFT on over-confident SynthWiki demonstrations only:
+    it searches once and answers, so multi-hop questions end wrong and spawn probes."""
+    model, tokenizer = load_model_and_tokenizer(str(tiny_model_dir))
+    recipe = SynthWikiWarmStart(
+        base=str(tiny_model_dir), overconfident_share=1.0, steps=60, batch_size=16, repeats=1
+    )
+    losses = warm_start_on_synthwiki(model, tokenizer, recipe)
+    assert losses[-1] < losses[0]
+    directory = tmp_path_factory.mktemp("committing")
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_two_rexrag_iterations_on_synthwiki_produce_probes_and_finite_metrics(
+    committing_policy, ray_cluster
+):
+    config = RexRagConfig.from_yaml(
+        "tiny-synthwiki",
+        {
+            "llm": str(committing_policy),
+            "questions_per_iteration": 6,
+            "group_size": 2,
+            "probe_prob": 1.0,
+            "keep_ratio": 1.0,
+            "max_new_tokens_per_turn": 32,
+        },
+    )
+    algo = config.build_algo()
+    try:
+        history = [algo.train()[METRICS_KEY] for _ in range(2)]
+    finally:
+        algo.stop()
+    assert sum(metrics["probes_spawned"] for metrics in history) > 0
+    assert sum(metrics["probes_kept"] for metrics in history) > 0
+    for metrics in history:
+        assert all(math.isfinite(value) for value in metrics.values()), metrics
+
+
+def test_the_dead_end_profile_of_a_policy_that_always_commits(committing_policy):
+    from agents.rexrag.policy_eval import dead_end_profile
+
+    config = RexRagConfig.from_yaml(
+        "tiny-synthwiki", {"group_size": 3, "max_new_tokens_per_turn": 32}
+    )
+    profile = dead_end_profile(committing_policy, config, "synthwiki/validation", limit=4)
+    assert profile["questions"] == 4
+    # it answers after one search, so no multi-hop question can be right
+    assert profile["accuracy"] == 0.0 and profile["dead_end"] == 1.0
+    assert 0.0 <= profile["same_wrong_majority"] <= 1.0
+    with pytest.raises(ValueError, match="hops"):
+        dead_end_profile(committing_policy, config, "synthwiki/validation", min_hops=4)
