@@ -124,3 +124,19 @@ def test_the_dead_end_profile_of_a_policy_that_always_commits(committing_policy)
     assert 0.0 <= profile["same_wrong_majority"] <= 1.0
     with pytest.raises(ValueError, match="hops"):
         dead_end_profile(committing_policy, config, "synthwiki/validation", min_hops=4)
+
+
+def test_the_alias_builds_its_recipe_once_into_the_cache(monkeypatch, capsys):
+    from agents.rexrag import synthwiki_policy
+
+    quick = SynthWikiWarmStart(base=TINY_BASE, steps=2, repeats=1)
+    monkeypatch.setitem(synthwiki_policy.WARM_STARTS, "tiny-synthwiki", quick)
+    model, tokenizer = load_model_and_tokenizer("tiny-synthwiki")
+    directory = synthwiki_policy.warm_start_path("tiny-synthwiki")
+    assert directory.name == quick.cache_name("tiny-synthwiki")
+    assert len((directory / "sft_losses.csv").read_text().split()) == 3  # header + 2 steps
+    width = synthwiki_policy.TINY_SYNTHWIKI_ARCHITECTURE["intermediate_size"]
+    assert model.config.intermediate_size == width and len(tokenizer) < 4096
+    assert "warm-starting" in capsys.readouterr().out
+    load_model_and_tokenizer("tiny-synthwiki")  # cached: no second build
+    assert "warm-starting" not in capsys.readouterr().out
