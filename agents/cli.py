@@ -302,7 +302,13 @@ def _add_sft_command(commands) -> None:
         type=float,
         help="share of demonstrations that answer after the first hop (teaches dead ends)",
     )
+    parser.add_argument(
+        "--doubt-share",
+        type=float,
+        help="share of multi-hop whole-chain demonstrations told as a successful probe",
+    )
     parser.add_argument("--repeats", type=int, help="demonstrations per question")
+    parser.add_argument("--topk", type=int, help="passages per search")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--batch-size", type=int)
@@ -323,7 +329,10 @@ def _run_sft(args: argparse.Namespace) -> int:
         write_losses,
     )
 
-    options = ("overconfident_share", "steps", "lr", "batch_size", "repeats", "max_turns", "seed")
+    options = (
+        *("overconfident_share", "doubt_share", "steps", "lr", "batch_size", "repeats"),
+        *("max_turns", "topk", "seed"),
+    )
     recipe = SynthWikiWarmStart(
         base=args.model,
         **{name: getattr(args, name) for name in options if getattr(args, name) is not None},

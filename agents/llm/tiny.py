@@ -47,7 +47,7 @@ CHATML_TEMPLATE = (
 _VERSION = "v1"  # bump when the recipe changes, so caches rebuild
 
 
-def _training_texts(num_passages: int) -> list[str]:
+def _training_texts(num_passages: int = 2000) -> list[str]:
     """A fixed, ordered sample of the text the model will see: prompts, passages, questions."""
     from rexrag_env.datasets import load_qa_dataset
     from rexrag_env.embedded import EMBEDDED_DATASETS, embedded_corpus_path
@@ -87,7 +87,7 @@ def build_tiny_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_training_texts(2000) if texts is None else texts, trainer)
+    tokenizer.train_from_iterator(_training_texts() if texts is None else texts, trainer)
     # not "special": decode must reproduce the tags, they are text the model writes
     tokenizer.add_tokens([AddedToken(tag, normalized=False, special=False) for tag in TAG_TOKENS])
     fast = PreTrainedTokenizerFast(
