@@ -207,7 +207,10 @@ def _quickstart_training(args: argparse.Namespace) -> None:
 def _add_config_arguments(parser, default: str) -> None:
     """``--config PRESET_OR_YAML`` and ``key=value`` overrides: one RexRagConfig."""
     parser.add_argument(
-        "--config", default=default, help=f"preset name (default {default}) or YAML file"
+        "--config",
+        "--preset",
+        default=default,
+        help=f"preset name (default {default}) or YAML file",
     )
     parser.add_argument(
         "overrides",

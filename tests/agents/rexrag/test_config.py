@@ -56,7 +56,13 @@ def test_yaml_round_trip(tmp_path):
 
 
 def test_presets_load_and_validate():
-    assert presets() == ["qwen2.5-3b-search-r1", "tiny-cpu", "tiny-sanity"]
+    assert presets() == [
+        "qwen2.5-3b-search-r1",
+        "smollm2-cpu",
+        "tiny-cpu",
+        "tiny-sanity",
+        "tiny-synthwiki",
+    ]
     sanity = RexRagConfig.from_yaml("tiny-sanity")  # base: tiny-cpu, then its own fields
     assert (sanity.llm, sanity.group_size, sanity.dataset) == ("tiny-sanity", 4, "tiny-sanity")
     paper = RexRagConfig.from_yaml("qwen2.5-3b-search-r1")
@@ -74,6 +80,18 @@ def test_presets_load_and_validate():
         config.check_settings()
     with pytest.raises(FileNotFoundError, match="tiny-cpu"):
         RexRagConfig.from_yaml("no-such-preset")
+
+
+def test_synthwiki_presets_match_the_warm_start_they_train():
+    from agents.rexrag.synthwiki_policy import WARM_STARTS
+
+    for name, alias in (("tiny-synthwiki", "tiny-synthwiki"), ("smollm2-cpu", "smollm2-synthwiki")):
+        config = RexRagConfig.from_yaml(name)  # smollm2-cpu: base tiny-synthwiki
+        recipe = WARM_STARTS[alias]
+        assert config.llm == alias and config.eval_dataset == "synthwiki/test"
+        # rollouts see the passages and turns the demonstrations saw
+        assert (config.topk, config.max_turns) == (recipe.topk, recipe.max_turns)
+        config.check_settings()
 
 
 def test_default_module_is_the_configured_causal_lm(tiny_model_dir):

@@ -42,6 +42,18 @@ def test_parse_overrides():
         parse_overrides(["group_size"])
 
 
+def test_train_runs_the_embedded_default_unless_told_otherwise():
+    from agents.cli import build_parser
+
+    parser = build_parser()
+    default = parser.parse_args(["train"])
+    assert (default.config, default.stop_iters) == ("tiny-synthwiki", 15)
+    assert default.checkpoint_dir is None  # out/train/<config>-<time>
+    assert parser.parse_args(["train", "--preset", "smollm2-cpu"]).config == "smollm2-cpu"
+    with pytest.raises(ValueError, match="--checkpoint-dir"):
+        main(["train", "--resume"])
+
+
 def test_train_resume_and_evaluate_from_the_command_line(
     answering_model_dir, capital_task, ray_cluster, tmp_path, capsys
 ):
