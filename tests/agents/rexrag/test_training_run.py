@@ -42,7 +42,7 @@ def test_parse_overrides():
         parse_overrides(["group_size"])
 
 
-def test_train_runs_the_embedded_default_unless_told_otherwise():
+def test_train_runs_the_embedded_default_unless_told_otherwise(capsys):
     from agents.cli import build_parser
 
     parser = build_parser()
@@ -50,8 +50,8 @@ def test_train_runs_the_embedded_default_unless_told_otherwise():
     assert (default.config, default.stop_iters) == ("tiny-synthwiki", 15)
     assert default.checkpoint_dir is None  # out/train/<config>-<time>
     assert parser.parse_args(["train", "--preset", "smollm2-cpu"]).config == "smollm2-cpu"
-    with pytest.raises(ValueError, match="--checkpoint-dir"):
-        main(["train", "--resume"])
+    assert main(["train", "--resume"]) == 2
+    assert "--resume needs the --checkpoint-dir" in capsys.readouterr().err
 
 
 def test_train_resume_and_evaluate_from_the_command_line(
