@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -239,15 +240,20 @@ def _add_train_command(commands) -> None:
 def parse_overrides(pairs: Sequence[str]) -> dict:
     """``["group_size=8", "probes=false"]`` -> ``{"group_size": 8, "probes": False}``.
 
-    Values are parsed as YAML scalars, so numbers and booleans get their types."""
+    Values are parsed as YAML scalars, so numbers and booleans get their types; a
+    number YAML 1.1 reads as text (``5e-5``: no dot) is still a number."""
     import yaml
 
     overrides = {}
     for pair in pairs:
-        key, separator, value = pair.partition("=")
+        key, separator, text = pair.partition("=")
         if not separator or not key:
             raise ValueError(f"override {pair!r} is not key=value")
-        overrides[key.strip()] = yaml.safe_load(value)
+        value = yaml.safe_load(text)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        overrides[key.strip()] = value
     return overrides
 
 

@@ -33,10 +33,11 @@ def csv_iterations(run_dir):
 
 
 def test_parse_overrides():
-    assert parse_overrides(["group_size=8", "probes=false", "llm=a=b"]) == {
+    assert parse_overrides(["group_size=8", "probes=false", "llm=a=b", "lr=5e-5"]) == {
         "group_size": 8,
         "probes": False,
         "llm": "a=b",
+        "lr": 5e-5,  # YAML 1.1 alone would make it the string "5e-5"
     }
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["group_size"])
