@@ -108,7 +108,7 @@ def test_a_failed_iteration_exits_with_a_resume_hint(
     answering_model_dir, capital_task, ray_cluster, tmp_path, free_port, capsys
 ):
     url = f"http://127.0.0.1:{free_port}"
-    args = overrides(answering_model_dir, capital_task, retriever=url)
+    args = [*overrides(answering_model_dir, capital_task, retriever=url), "--config", "tiny-cpu"]
     assert main(["train", *args, "--checkpoint-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert f"127.0.0.1:{free_port}" in err and "--resume" in err
