@@ -331,10 +331,9 @@ def _run_sft(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from agents.llm.models import load_model_and_tokenizer
-    from agents.rexrag.sft import supervised_finetune
     from agents.rexrag.synthwiki_policy import (
         SynthWikiWarmStart,
-        synthwiki_demonstrations,
+        warm_start_on_synthwiki,
         write_losses,
     )
 
@@ -351,17 +350,8 @@ def _run_sft(args: argparse.Namespace) -> int:
         raise ValueError(f"{out} is not empty: choose another --out")
     start = time.perf_counter()
     model, tokenizer = load_model_and_tokenizer(args.model)
-    demonstrations = synthwiki_demonstrations(tokenizer, recipe, args.dataset)
-    correct = sum(d.reward for d in demonstrations) / len(demonstrations)
-    print(f"{len(demonstrations)} demonstrations ({correct:.0%} correct), {recipe.steps} steps")
-    losses = supervised_finetune(
-        model,
-        demonstrations,
-        steps=recipe.steps,
-        lr=recipe.lr,
-        batch_size=recipe.batch_size,
-        seed=recipe.seed,
-        progress=True,
+    losses = warm_start_on_synthwiki(
+        model, tokenizer, recipe, dataset=args.dataset, progress=True, log=print
     )
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

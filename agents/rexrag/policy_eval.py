@@ -14,6 +14,18 @@ from pathlib import Path
 from agents.rexrag.config import RexRagConfig
 
 
+def _policy_agent(policy_dir: str | Path, config: RexRagConfig, sampling):
+    """An ``LLMAgent`` for the policy in ``policy_dir`` with the run's observation limit."""
+    from agents.llm.hf import HFGenerator
+    from agents.llm_agent import LLMAgent
+
+    return LLMAgent(
+        HFGenerator.from_pretrained(str(policy_dir)),
+        sampling,
+        max_observation_tokens=config.max_observation_tokens,
+    )
+
+
 def evaluate_policy(
     policy_dir: str | Path,
     config: RexRagConfig,
@@ -29,13 +41,11 @@ def evaluate_policy(
     of ``dataset``; per-question records and the summary are written to ``out_dir``."""
     from agents.evaluation import EvalProtocol, evaluate
     from agents.llm.base import SamplingParams
-    from agents.llm.hf import HFGenerator
-    from agents.llm_agent import LLMAgent
 
-    agent = LLMAgent(
-        HFGenerator.from_pretrained(str(policy_dir)),
+    agent = _policy_agent(
+        policy_dir,
+        config,
         SamplingParams(temperature=0.0, max_new_tokens=config.max_new_tokens_per_turn),
-        max_observation_tokens=config.max_observation_tokens,
     )
     protocol = EvalProtocol(
         datasets=(dataset,),
@@ -69,34 +79,33 @@ def dead_end_profile(
     from collections import Counter
 
     from agents.llm.base import SamplingParams
-    from agents.llm.hf import HFGenerator
-    from agents.llm_agent import LLMAgent
+    from rexrag_env.datasets import load_qa_dataset
     from rexrag_env.env import SearchQAEnv
     from rexrag_env.retrieval.factory import make_retriever
 
+    examples = load_qa_dataset(dataset)
     retriever = make_retriever(config.retriever)
 
     def env() -> SearchQAEnv:
         return SearchQAEnv(
-            dataset=dataset, retriever=retriever, max_turns=config.max_turns, topk=config.topk
+            dataset=examples, retriever=retriever, max_turns=config.max_turns, topk=config.topk
         )
 
-    examples = env().examples
     indices = [
         i for i, example in enumerate(examples) if example.metadata.get("num_hops", 0) >= min_hops
     ][:limit]
     if not indices:
         raise ValueError(f"{dataset!r} has no questions of {min_hops}+ hops (metadata num_hops)")
     group = config.group_size
-    agent = LLMAgent(
-        HFGenerator.from_pretrained(str(policy_dir)),
+    agent = _policy_agent(
+        policy_dir,
+        config,
         SamplingParams(
             temperature=config.temperature,
             top_p=config.top_p,
             max_new_tokens=config.max_new_tokens_per_turn,
             seed=seed,
         ),
-        max_observation_tokens=config.max_observation_tokens,
     )
     rollouts = agent.play(
         [env() for _ in range(len(indices) * group)],

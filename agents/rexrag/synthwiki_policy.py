@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -149,12 +150,22 @@ def synthwiki_demonstrations(
 
 
 def warm_start_on_synthwiki(
-    model, tokenizer, recipe: SynthWikiWarmStart, progress: bool = False
+    model,
+    tokenizer,
+    recipe: SynthWikiWarmStart,
+    *,
+    dataset: str = "synthwiki/train",
+    progress: bool = False,
+    log: Callable[[str], None] = lambda _: None,
 ) -> list[float]:
-    """SFT ``model`` in place on the recipe's demonstrations; returns the step losses."""
+    """SFT ``model`` in place on the recipe's demonstrations on ``dataset``; returns
+    the step losses. ``log`` gets one line on the demonstrations before training."""
+    demonstrations = synthwiki_demonstrations(tokenizer, recipe, dataset)
+    correct = sum(d.reward for d in demonstrations) / len(demonstrations)
+    log(f"{len(demonstrations)} demonstrations ({correct:.0%} correct), {recipe.steps} steps")
     return supervised_finetune(
         model,
-        synthwiki_demonstrations(tokenizer, recipe),
+        demonstrations,
         steps=recipe.steps,
         lr=recipe.lr,
         batch_size=recipe.batch_size,
@@ -189,7 +200,7 @@ def warm_start_path(alias: str) -> Path:
     def build(directory: Path) -> None:
         model, tokenizer = load_model_and_tokenizer(recipe.base)
         print(f"{alias}: warm-starting {recipe.base} on SynthWiki demonstrations (cached after)")
-        losses = warm_start_on_synthwiki(model, tokenizer, recipe, progress=True)
+        losses = warm_start_on_synthwiki(model, tokenizer, recipe, progress=True, log=print)
         model.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
         write_losses(directory / "sft_losses.csv", losses)
