@@ -10,6 +10,7 @@ from typing import Any
 import gymnasium as gym
 
 from agents.llm.base import Generator, SamplingParams
+from agents.llm.seeding import stream_seed
 from agents.trajectory import Component, Trajectory
 from rexrag_env.protocol import ActionType, parse_action
 from rexrag_env.retrieval.prefetch import PrefetchingRetriever
@@ -83,8 +84,8 @@ class LLMAgent:
     def reseed(self, seed: int) -> None:
         """Make the following episodes a function of ``seed`` (and the weights) alone.
 
-        Each batched ``generate`` call then samples with ``seed + k`` for its call
-        number k, so no two turns reuse one random stream.
+        Batched ``generate`` call k then samples with ``stream_seed(seed, k)``, so no
+        two calls share a random stream (nor do calls under another ``seed``).
         """
         self.sampling = replace(self.sampling, seed=seed)
         self._generate_calls = 0
@@ -125,7 +126,7 @@ class LLMAgent:
         while active:
             params = self.sampling
             if params.seed is not None:
-                params = replace(params, seed=params.seed + self._generate_calls)
+                params = replace(params, seed=stream_seed(params.seed, self._generate_calls))
             self._generate_calls += 1
             start = time.perf_counter()
             generations = self.generator.generate(

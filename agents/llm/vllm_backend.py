@@ -7,6 +7,7 @@ works without it, and constructing a generator then fails with an install hint.
 from __future__ import annotations
 
 from agents.llm.base import FinishReason, Generation, SamplingParams
+from agents.llm.seeding import stream_seed
 
 
 def _import_vllm():
@@ -65,16 +66,21 @@ class VLLMGenerator:
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
         if not prompts:
             return []
-        sampling = self._vllm.SamplingParams(
-            temperature=params.temperature,
-            top_p=params.top_p,
-            max_tokens=params.max_new_tokens,
-            stop=list(params.stop),
-            include_stop_str_in_output=True,
-            logprobs=0,
-            seed=params.seed,
-            skip_special_tokens=False,
-        )
+        # vLLM seeds each request on its own: one shared seed would make the identical
+        # prompts of a GRPO group sample identical tokens. Each row gets its own stream.
+        sampling = [
+            self._vllm.SamplingParams(
+                temperature=params.temperature,
+                top_p=params.top_p,
+                max_tokens=params.max_new_tokens,
+                stop=list(params.stop),
+                include_stop_str_in_output=True,
+                logprobs=0,
+                seed=None if params.seed is None else stream_seed(params.seed, row),
+                skip_special_tokens=False,
+            )
+            for row in range(len(prompts))
+        ]
         requests = [self._vllm.inputs.TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
         outputs = self.llm.generate(requests, sampling, use_tqdm=False)
         return [self._to_generation(output.outputs[0]) for output in outputs]

@@ -20,6 +20,9 @@ from agents.rexrag.correction import CORRECTION_MODES
 from agents.rexrag.rl_module import CausalLMModule
 
 PROBE_TRIGGERS = ("wrong_answer", "dead_end_group")
+#: What the keep ratio does in an iteration that kept no probe: "decay" (official: the
+#: kept probes' accuracy counts as 0, so ρ ← decay·ρ) or "hold" (ρ unchanged).
+KEEP_RATIO_WHEN_NONE_KEPT = ("decay", "hold")
 BACKENDS = ("hf", "vllm")
 
 
@@ -40,6 +43,7 @@ class RexRagSettings:
     exploratory_prompts: list[str] | str | None = None  # None: our 30-prompt pool; or a file
     keep_ratio: float = 0.08
     keep_ratio_decay: float = 0.9
+    keep_ratio_when_none_kept: str = "decay"  # see KEEP_RATIO_WHEN_NONE_KEPT
     keep_multiple_of: int = 8
     correction: str = "rexrag"
     sequence_weight_cap: float = 2.0
@@ -114,6 +118,9 @@ class RexRagConfig(AlgorithmConfig):
                 # The entropy metric comes from the scoring pass; the update pays for
                 # a vocabulary-sized entropy only when it is a loss term.
                 "entropy": "loss" if self.entropy_coeff > 0 else None,
+                # π_old, π_θ and π_ref at the rollout temperature (greedy rollouts: T = 1,
+                # the convention of the samplers' log-probs)
+                "temperature": self.temperature if self.temperature > 0 else 1.0,
                 "lora": None
                 if self.lora_rank <= 0
                 else {
@@ -164,6 +171,12 @@ class RexRagConfig(AlgorithmConfig):
             problems.append(f"keep_ratio must be >= 0, got {self.keep_ratio!r}")
         if not 0.0 <= self.keep_ratio_decay <= 1.0:
             problems.append(f"keep_ratio_decay must be in [0, 1], got {self.keep_ratio_decay!r}")
+        if self.keep_ratio_when_none_kept not in KEEP_RATIO_WHEN_NONE_KEPT:
+            problems.append(
+                f"keep_ratio_when_none_kept must be one of {KEEP_RATIO_WHEN_NONE_KEPT}, "
+                f"got {self.keep_ratio_when_none_kept!r}"
+            )
+        problems += self._probe_filter_problems()
         if self.max_turns < 0 or self.topk < 1:
             problems.append(
                 f"max_turns must be >= 0 and topk >= 1, got {self.max_turns!r}, {self.topk!r}"
@@ -192,6 +205,25 @@ class RexRagConfig(AlgorithmConfig):
                 problems.append(f"exploratory_prompts: {error}")
         if problems:
             raise ValueError("invalid RexRagConfig: " + "; ".join(problems))
+
+    def _probe_filter_problems(self) -> list[str]:
+        """The filter keeps K = ⌊originals·keep_ratio⌋ rounded down to a multiple of
+        ``keep_multiple_of`` probes (spec §3.3). Below one multiple K is 0 from the first
+        iteration, every spawned probe is discarded, and the keep ratio only decays: a
+        run that pays for probes and never trains on one. Refused, naming the fields."""
+        if not self.probes or self.probe_prob <= 0:
+            return []
+        originals = self.questions_per_iteration * self.group_size
+        if int(originals * self.keep_ratio) >= self.keep_multiple_of:
+            return []
+        return [
+            "with probes on, questions_per_iteration · group_size · keep_ratio "
+            f"({self.questions_per_iteration} · {self.group_size} · {self.keep_ratio:g} = "
+            f"{originals * self.keep_ratio:g}) is below keep_multiple_of "
+            f"({self.keep_multiple_of}), so no probe would ever be kept: raise "
+            "questions_per_iteration or keep_ratio, or lower keep_multiple_of (1 rounds to "
+            "any count; the official 8 is its GPU count)"
+        ]
 
     def question_source(self) -> str:
         """The dataset to load: ``dataset``, with ``"tiny-sanity"`` meaning the sanity

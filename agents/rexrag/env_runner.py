@@ -23,6 +23,7 @@ from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 
 from agents.llm.base import SamplingParams
 from agents.llm.hf import HFGenerator
+from agents.llm.seeding import stream_seed
 from agents.llm_agent import LLMAgent
 from agents.rexrag.mixed_sampling import MixedSampler
 from agents.trajectory import Trajectory
@@ -30,6 +31,12 @@ from rexrag_env.datasets import QAExample, load_qa_dataset
 from rexrag_env.env import SearchQAEnv
 from rexrag_env.retrieval.factory import make_retriever
 from rexrag_env.spaces import UnicodeText
+
+
+def worker_seed(seed: int, worker_index: int) -> int:
+    """EnvRunner ``worker_index``'s stream below a run's (or an iteration's) seed: runners
+    never share one."""
+    return stream_seed(seed, worker_index)
 
 
 @dataclass
@@ -53,12 +60,11 @@ class RexRagEnvRunner(EnvRunner):
     def __init__(self, *, config, **kwargs):
         super().__init__(config=config, **kwargs)
         self.module, generator = self._make_policy(config)
-        seed = self._worker_seed(config.seed or 0)
+        seed = worker_seed(config.seed or 0, self.worker_index or 0)
         sampling = SamplingParams(
             temperature=config.temperature,
             top_p=config.top_p,
             max_new_tokens=config.max_new_tokens_per_turn,
-            seed=seed,
         )
         agent = LLMAgent(generator, sampling, max_observation_tokens=config.max_observation_tokens)
         retriever = make_retriever(config.retriever)
@@ -80,10 +86,6 @@ class RexRagEnvRunner(EnvRunner):
         )
         self._rng = random.Random(seed)
         self._weights_seq_no = 0
-
-    def _worker_seed(self, seed: int) -> int:
-        """This runner's seed from a run's (or an iteration's): runners never share one."""
-        return seed + 7919 * (self.worker_index or 0)
 
     @staticmethod
     def _make_policy(config) -> tuple[Any, Any]:
@@ -119,9 +121,9 @@ class RexRagEnvRunner(EnvRunner):
         what the uninterrupted run would have.
         """
         if seed is not None:
-            worker_seed = self._worker_seed(seed)
-            self._rng = random.Random(worker_seed)
-            self.sampler.reseed(worker_seed)
+            seed = worker_seed(seed, self.worker_index or 0)
+            self._rng = random.Random(seed)
+            self.sampler.reseed(seed)
         if questions is None:
             count = min(num_questions or self.config.questions_per_iteration, len(self.questions))
             questions = self._rng.sample(self.questions, count)

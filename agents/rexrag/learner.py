@@ -78,10 +78,15 @@ class RexRagLearner(TorchLearner):
 
     def _reference_logprobs(self, ids, attention, targets) -> torch.Tensor:
         module = self.policy
+        temperature = module.temperature
         if self.reference_model is not None:
-            return response_token_logprobs(self.reference_model, ids, attention, targets)
+            return response_token_logprobs(
+                self.reference_model, ids, attention, targets, temperature=temperature
+            )
         with module.model.disable_adapter():
-            return response_token_logprobs(module.model, ids, attention, targets)
+            return response_token_logprobs(
+                module.model, ids, attention, targets, temperature=temperature
+            )
 
     def configure_optimizers_for_module(self, module_id: str, config=None) -> None:
         """AdamW (β 0.9/0.999, weight decay) as the official run; lr set per iteration."""
@@ -139,7 +144,7 @@ class RexRagLearner(TorchLearner):
                 tensors[key][rows, :width] for key in ("input_ids", "attention_mask", "target_mask")
             )
             scored, entropies = response_token_logprobs(
-                module.model, ids, attention, targets, entropy="metric"
+                module.model, ids, attention, targets, "metric", module.temperature
             )
             old[rows, :width], entropy[rows, :width] = scored.cpu(), entropies.cpu()
             reference[rows, :width] = self._reference_logprobs(ids, attention, targets).cpu()

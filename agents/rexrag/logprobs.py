@@ -18,6 +18,7 @@ def response_token_logprobs(
     attention_mask: torch.Tensor,
     target_mask: torch.Tensor,
     entropy: str | None = None,
+    temperature: float = 1.0,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """log π(input_ids[b, t] | input_ids[b, :t]) where ``target_mask[b, t]``, else 0.
 
@@ -26,6 +27,9 @@ def response_token_logprobs(
     ``entropy="metric"`` (no gradient) or ``"loss"`` (with gradient) also returns the
     policy entropy at each target position, ``[batch, seq]``: it costs one more
     vocabulary-sized tensor, so only an entropy bonus pays for its gradient.
+    ``temperature``: π is the model's distribution at the rollout temperature (logits
+    divided by it, as verl does), the distribution the rollout sampled from, so π_old,
+    π_θ and π_ref are all measured where the samples came from.
     """
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     hidden = model.get_decoder()(
@@ -35,6 +39,8 @@ def response_token_logprobs(
     targets[:, 0] = False
     batch_index, position = targets.nonzero(as_tuple=True)  # [n_targets] each
     logits = model.get_output_embeddings()(hidden[batch_index, position - 1]).float()  # [n, vocab]
+    if temperature != 1.0:
+        logits = logits / temperature
     chosen = logits.gather(-1, input_ids[batch_index, position].unsqueeze(-1)).squeeze(-1)
     logprobs = torch.zeros(input_ids.shape, dtype=logits.dtype, device=logits.device)
     log_normaliser = torch.logsumexp(logits, dim=-1)  # [n]

@@ -9,11 +9,15 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
+from agents.llm.seeding import stream_seed
 from agents.llm_agent import LLMAgent
 from agents.rexrag.probes import PromptPool, make_probe
 from agents.trajectory import Trajectory
 from rexrag_env.datasets import QAExample
 from rexrag_env.env import SearchQAEnv
+
+#: The streams below a sample's seed (see :func:`agents.llm.seeding.stream_seed`).
+PROBE_DRAWS, GENERATION = 0, 1
 
 
 class MixedSampler:
@@ -32,7 +36,8 @@ class MixedSampler:
         make_env: builds one environment (dataset-independent; questions come per reset).
         prompts: the exploratory prompt pool (text).
         group_size, probe_prob, probe_trigger: spec §5.1 knobs (see ``RexRagConfig``).
-        seed: seeds the probe draws (spawn coin and prompt choice).
+        seed: seeds the probe draws (spawn coin and prompt choice) and the agent's
+            sampling, as :meth:`reseed`.
     """
 
     def __init__(
@@ -57,14 +62,17 @@ class MixedSampler:
         self.probe_prob = probe_prob
         self.probe_trigger = probe_trigger
         self.probes = probes
-        self.rng = random.Random(seed)
+        self.rng = random.Random()
+        if seed is not None:
+            self.reseed(seed)
         self._envs: list[SearchQAEnv] = []
         self.probe_seconds = 0.0  # wall time of the last sample's probe phase
 
     def reseed(self, seed: int) -> None:
-        """Seed the probe draws and the agent's sampling: one seed fixes a whole sample."""
-        self.rng = random.Random(seed)
-        self.agent.reseed(seed)
+        """Seed the probe draws and the agent's sampling (two streams below ``seed``):
+        one seed fixes a whole sample."""
+        self.rng = random.Random(stream_seed(seed, PROBE_DRAWS))
+        self.agent.reseed(stream_seed(seed, GENERATION))
 
     def _env_pool(self, count: int) -> list[SearchQAEnv]:
         while len(self._envs) < count:

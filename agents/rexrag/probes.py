@@ -105,36 +105,44 @@ def make_probe(
 ) -> Trajectory:
     """A probe of a trajectory that answered wrongly (spec §3.2 items 3-5).
 
-    It keeps every token of ``original`` up to the token where its final ``<answer>``
-    starts (earlier turns, searches and passages included), appends the exploratory
-    prompt as PROBE_PROMPT tokens, and is left unfinished, to be continued by the same
-    policy in an environment reset at the next turn. Sampled ids are kept as sampled
-    (the official code re-tokenises the edited text instead); if the token that starts
-    ``<answer>`` also carries text before it, that text is dropped with it.
+    It keeps every token of ``original`` up to its final ``<answer>`` (earlier turns,
+    searches and passages included), appends the exploratory prompt as PROBE_PROMPT
+    tokens, and is left unfinished, to be continued by the same policy in an environment
+    reset at the next turn.
+
+    The cut is exact in text. A BPE tokenizer often merges ``<answer>``'s first bytes
+    with what precedes them (``</think><answer>`` samples ``</think`` + ``><`` + …, and
+    ``.<`` is one token in Qwen's and SmolLM2's vocabularies), so no token boundary lies
+    at the cut. The sampled ids wholly before ``<answer>`` are kept as sampled; only the
+    text of the one straddling token that precedes ``<answer>`` is re-encoded and
+    appended as MODEL tokens (a few at most). Those carry no sampling log-prob (NaN,
+    see :class:`Trajectory`): the learner scores π_old on them like on every token.
+    The official code re-tokenises the whole edited text instead.
     ``prompt_logprobs`` (:meth:`PromptPool.token_logprobs`) become the prompt tokens'
     sampling log-probs: the prompt was drawn from the pool, not from the policy.
     """
     if original.is_probe:
         raise ValueError("probes are not probed again (one level of probing, spec §3.2)")
     last_turn = original.turns[-1]
-    answer_at = last_turn.action.find(ANSWER_OPEN)
+    action = last_turn.action
+    answer_at = action.find(ANSWER_OPEN)
     if last_turn.action_type != "answer" or answer_at < 0:
         raise ValueError("only a trajectory that ended with an answer can be probed")
     turn_start = len(original.components)
     while turn_start > 0 and original.components[turn_start - 1] == Component.MODEL:
         turn_start -= 1
     turn_ids = original.token_ids[turn_start:]
-    keep = 0  # the longest token prefix whose text ends before "<answer>"
-    while keep < len(turn_ids) and len(tokenizer.decode(turn_ids[: keep + 1])) <= answer_at:
-        keep += 1
+    keep = _sampled_prefix_length(turn_ids, action[:answer_at], tokenizer)
     kept_text = tokenizer.decode(turn_ids[:keep])
+    boundary_text = action[len(kept_text) : answer_at]
+    boundary_ids = tokenizer.encode(boundary_text, add_special_tokens=False)
     end = turn_start + keep
     probe = replace(
         original,
         token_ids=original.token_ids[:end],
         components=original.components[:end],
         sampling_logprobs=original.sampling_logprobs[:end],
-        turns=[*original.turns[:-1], Turn(kept_text, prompt_text, "probe_prompt")],
+        turns=[*original.turns[:-1], Turn(action[:answer_at], prompt_text, "probe_prompt")],
         reward=0.0,
         scores={"em": 0.0, "f1": 0.0, "cover_em": 0.0},
         answer=None,
@@ -142,9 +150,21 @@ def make_probe(
         finished=False,
         is_probe=True,
     )
+    probe.extend(boundary_ids, Component.MODEL, [math.nan] * len(boundary_ids))
     probe.extend(
         list(prompt_ids),
         Component.PROBE_PROMPT,
         None if prompt_logprobs is None else list(prompt_logprobs),
     )
     return probe
+
+
+def _sampled_prefix_length(turn_ids: Sequence[int], text_before_answer: str, tokenizer) -> int:
+    """How many of the turn's sampled ids decode to a prefix of ``text_before_answer``."""
+    keep = 0
+    while keep < len(turn_ids):
+        text = tokenizer.decode(turn_ids[: keep + 1])
+        if not text_before_answer.startswith(text):
+            break
+        keep += 1
+    return keep

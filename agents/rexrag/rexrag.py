@@ -22,6 +22,7 @@ from ray.rllib.core import COMPONENT_LEARNER_GROUP, DEFAULT_MODULE_ID
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
+from agents.llm.seeding import stream_seed
 from agents.rexrag.config import RexRagConfig
 from agents.rexrag.env_runner import RolloutResult
 from agents.rexrag.learner_batch import build_learner_batch
@@ -33,7 +34,8 @@ from rexrag_env.datasets import load_qa_dataset
 #: Where RexRag's per-iteration metrics live in ``Algorithm.train()``'s result.
 METRICS_KEY = "rexrag"
 _STATE_KEY = "rexrag_state"
-_PER_ITERATION_SEEDS = 1_000_003  # seeds of iteration i: seed * this + i, never reused
+#: The streams of an iteration, below ``stream_seed(seed, iteration)``.
+QUESTION_DRAW, ROLLOUT, MINIBATCH_ORDER = 0, 1, 2
 
 
 class RolloutFailedError(RuntimeError):
@@ -57,7 +59,7 @@ class RexRag(Algorithm):
     def training_step(self) -> None:
         config: RexRagConfig = self.config
         iteration = self.iteration
-        seed = (config.seed or 0) * _PER_ITERATION_SEEDS + iteration
+        seed = stream_seed(config.seed or 0, iteration)
         seconds: dict[str, float] = {}
 
         start = time.perf_counter()
@@ -85,17 +87,16 @@ class RexRag(Algorithm):
             clip_high=config.clip_high,
         )
         start = time.perf_counter()
-        learner_stats = self._update(prepared.columns, seed, len(trajectories))
+        learner_stats = self._update(
+            prepared.columns, stream_seed(seed, MINIBATCH_ORDER), len(trajectories)
+        )
         seconds["learning"] = time.perf_counter() - start
         self.env_runner_group.sync_weights(
             from_worker_or_learner_group=self.learner_group, inference_only=True
         )
 
         keep_ratio_used = self.keep_ratio
-        if config.probes and prepared.kept_probe_accuracy is not None:
-            self.keep_ratio = update_keep_ratio(
-                self.keep_ratio, prepared.kept_probe_accuracy, config.keep_ratio_decay
-            )
+        self.keep_ratio = self._next_keep_ratio(prepared.kept_probe_accuracy)
         kept_probes = [trajectories[i] for i in prepared.rows if trajectories[i].is_probe]
         metrics = rollout_metrics(trajectories, kept_probes)
         trained_tokens = float(prepared.columns["loss_mask"].sum())
@@ -118,14 +119,29 @@ class RexRag(Algorithm):
             NUM_ENV_STEPS_SAMPLED_LIFETIME, len(trajectories), reduce="lifetime_sum"
         )
 
+    def _next_keep_ratio(self, kept_probe_accuracy: float | None) -> float:
+        """The EWMA step of the keep ratio (spec §3.3). An iteration that kept no probe
+        counts as accuracy 0, as the official trainer does (``keep_ratio_when_none_kept
+        = "decay"``), or leaves the ratio alone (``"hold"``)."""
+        config: RexRagConfig = self.config
+        if not config.probes:
+            return self.keep_ratio
+        if kept_probe_accuracy is None:
+            if config.keep_ratio_when_none_kept == "hold":
+                return self.keep_ratio
+            kept_probe_accuracy = 0.0
+        return update_keep_ratio(self.keep_ratio, kept_probe_accuracy, config.keep_ratio_decay)
+
     def _sample(self, seed: int) -> list[RolloutResult]:
-        """Draw the iteration's questions and split them over the healthy EnvRunners.
+        """Draw the iteration's questions and split them over the healthy EnvRunners
+        (``seed``: the iteration's).
 
         A runner that dies mid-sample loses its share for this iteration (RLlib
         restarts it); a runner's sampling error fails the iteration.
         """
         count = min(self.config.questions_per_iteration, len(self.questions))
-        questions = random.Random(seed).sample(self.questions, count)
+        questions = random.Random(stream_seed(seed, QUESTION_DRAW)).sample(self.questions, count)
+        seed = stream_seed(seed, ROLLOUT)
         if self.env_runner_group.num_remote_env_runners() == 0:
             rollouts = [self.env_runner.sample(questions=questions, seed=seed)]
         else:
@@ -256,9 +272,10 @@ _LEARNER_METRICS = (
 
 
 def _rollout_learner_mismatch(batch: TokenBatch, old_logprobs: np.ndarray) -> float:
-    """Mean |log π_rollout - log π_old| over MODEL tokens: 0 up to float error when the
-    sampler and the learner agree (a large value means a tokenisation or weight-sync bug)."""
-    model_tokens = batch.loss_mask & ~batch.prompt_mask
+    """Mean |log π_rollout - log π_old| over the MODEL tokens the sampler scored: 0 up to
+    float error when the sampler and the learner agree (a large value means a
+    tokenisation, temperature or weight-sync bug)."""
+    model_tokens = batch.loss_mask & ~batch.prompt_mask & batch.sampler_scored
     if not model_tokens.any():
         return 0.0
     return float(np.abs(batch.sampling_logprobs - old_logprobs)[model_tokens].mean())

@@ -32,7 +32,8 @@ class CausalLMModule(TorchRLModule):
     ``model_config`` keys: ``model`` (required), ``gradient_checkpointing`` (bool),
     ``lora`` (``{"r", "alpha", "target_modules"}``: train LoRA adapters only, with peft),
     ``entropy`` (None, ``"metric"`` or ``"loss"``: also return the per-token entropy,
-    with a gradient only for ``"loss"``).
+    with a gradient only for ``"loss"``), ``temperature`` (the rollout's; log-probs are
+    those of the model at this temperature, default 1).
     Batch keys: ``input_ids``, ``attention_mask``, ``target_mask`` (``[batch, seq]``).
     """
 
@@ -49,13 +50,23 @@ class CausalLMModule(TorchRLModule):
             self.model = with_lora_adapters(self.model, **config["lora"])
 
     @property
+    def temperature(self) -> float:
+        """The rollout temperature the log-probs are measured at."""
+        return float((self.model_config or {}).get("temperature", 1.0))
+
+    @property
     def uses_lora(self) -> bool:
         return hasattr(self.model, "disable_adapter")
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         entropy = (self.model_config or {}).get("entropy")
         out = response_token_logprobs(
-            self.model, batch["input_ids"], batch["attention_mask"], batch["target_mask"], entropy
+            self.model,
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["target_mask"],
+            entropy,
+            self.temperature,
         )
         if entropy is None:
             return {"logprobs": out}

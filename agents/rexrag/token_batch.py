@@ -29,7 +29,10 @@ class TokenBatch:
             ones (spec §1.3): INFO, FEEDBACK, the question prompt and padding are not.
         prompt_mask: ``[batch, seq]`` True on PROBE_PROMPT tokens.
         sampling_logprobs: ``[batch, seq]`` the rollout's log-probs (MODEL tokens) and
-            the pool's (PROBE_PROMPT tokens), 0 elsewhere.
+            the pool's (PROBE_PROMPT tokens), 0 elsewhere and where the sampler gave none.
+        sampler_scored: ``[batch, seq]`` False on a probe's re-encoded boundary tokens
+            (:func:`agents.rexrag.probes.make_probe`), which are trained but were never
+            sampled, so they have no sampling log-prob; True elsewhere.
         rewards: ``[batch]`` exact match of the final answer.
         group_ids: ``[batch]`` one id per question of the iteration; probes share it.
         is_probe: ``[batch]``.
@@ -43,6 +46,7 @@ class TokenBatch:
     loss_mask: np.ndarray
     prompt_mask: np.ndarray
     sampling_logprobs: np.ndarray
+    sampler_scored: np.ndarray
     rewards: np.ndarray
     group_ids: np.ndarray
     is_probe: np.ndarray
@@ -96,6 +100,8 @@ def to_token_batch(trajectories: Sequence[Trajectory]) -> TokenBatch:
         input_ids[row, :length] = t.token_ids
         components[row, :length] = t.components
         sampling_logprobs[row, :length] = t.sampling_logprobs
+    sampler_scored = np.isfinite(sampling_logprobs)
+    sampling_logprobs = np.where(sampler_scored, sampling_logprobs, 0.0).astype(np.float32)
     prompt_mask = components == Component.PROBE_PROMPT
     lengths = np.array([len(t.token_ids) for t in trajectories], dtype=np.int64)
     first_prompt_token = np.where(prompt_mask.any(-1), prompt_mask.argmax(-1), lengths)
@@ -105,6 +111,7 @@ def to_token_batch(trajectories: Sequence[Trajectory]) -> TokenBatch:
         loss_mask=np.isin(components, TRAINED_COMPONENTS),
         prompt_mask=prompt_mask,
         sampling_logprobs=sampling_logprobs,
+        sampler_scored=sampler_scored,
         rewards=np.array([t.reward for t in trajectories], dtype=np.float32),
         group_ids=group_ids_by_question(trajectories),
         is_probe=np.array([t.is_probe for t in trajectories], dtype=bool),

@@ -74,6 +74,39 @@ def test_same_seed_same_sample_and_errors_come_back_as_data(tiny_model_dir, bm25
     assert broken.error and "TypeError" in broken.error and not broken.trajectories
 
 
+BACKENDS_HERE = [
+    "hf",
+    pytest.param(
+        "vllm",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("vllm") is None, reason="vllm is not installed"
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS_HERE)
+def test_the_originals_of_a_group_differ_at_temperature_one(tiny_model_dir, backend):
+    """A seed shared by every request of a call would make the group_size identical
+    prompts sample identical tokens, and every GRPO advantage 0."""
+    runner = make_runner(
+        tiny_model_dir,
+        backend=backend,
+        questions_per_iteration=3,
+        group_size=5,
+        max_new_tokens_per_turn=12,
+        temperature=1.0,
+        probes=False,
+    )
+    originals = runner.sample(seed=3).trajectories
+    assert len(originals) == 15
+    for start in range(0, 15, 5):
+        group = originals[start : start + 5]
+        assert len({t.example_id for t in group}) == 1
+        responses = {tuple(t.token_ids[t.prompt_length :]) for t in group}
+        assert len(responses) > 1, group[0].example_id
+
+
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
 def test_vllm_backend_without_vllm_is_a_clear_error(tiny_model_dir, bm25_retriever):
     with pytest.raises(ImportError, match=r"rexrag\[gpu\]"):

@@ -117,3 +117,86 @@ def test_probe_replaces_the_wrong_answer_and_continues(tiny_model_dir, bm25_retr
     ]
     with pytest.raises(ValueError, match="not probed again"):
         make_probe(probe, prompt, prompt_ids, tokenizer)
+
+
+#: Texts of a final turn whose ``<answer>`` a BPE tokenizer merges with what precedes it.
+BOUNDARY_SHAPES = (
+    "<think>so it is</think><answer> The Who </answer>",
+    "<search> x </search> I think.<answer> The Who </answer>",
+    "I think\n<answer> The Who </answer>",
+    "I think <answer> The Who </answer>",
+)
+
+
+@pytest.fixture(scope="module")
+def byte_level_bpe():
+    """A byte-level BPE trained here on text of these shapes, with GPT-2's split rule
+    (as Qwen's and SmolLM2's): it learns the ``><``, ``.<`` and `` <`` merges."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=600, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    texts = [*BOUNDARY_SHAPES, *default_exploratory_prompts()] * 50
+    tokenizer.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, clean_up_tokenization_spaces=False)
+
+
+def answered(tokenizer, action: str):
+    """A finished trajectory whose one turn sampled ``action``'s canonical tokens."""
+    from agents.trajectory import Component, Trajectory, Turn
+
+    trajectory = Trajectory("q", "question", ["Rush"], "test")
+    trajectory.extend(tokenizer.encode("question:", add_special_tokens=False), Component.PROMPT)
+    trajectory.prompt_length = len(trajectory.token_ids)
+    ids = tokenizer.encode(action, add_special_tokens=False)
+    trajectory.extend(ids, Component.MODEL, [-0.5] * len(ids))
+    trajectory.turns = [Turn(action, "", "answer")]
+    trajectory.finished = True
+    return trajectory
+
+
+@pytest.mark.parametrize("action", BOUNDARY_SHAPES)
+@pytest.mark.parametrize("tokenizer_name", ["smollm2_tokenizer", "byte_level_bpe"])
+def test_the_probe_cut_is_exact_in_text_on_real_bpe_tokenizers(request, tokenizer_name, action):
+    import math
+
+    from agents.rexrag.probes import make_probe
+    from agents.rexrag.token_batch import to_token_batch
+    from agents.trajectory import Component
+
+    tokenizer = request.getfixturevalue(tokenizer_name)
+    original = answered(tokenizer, action)
+    prompt = default_exploratory_prompts()[0]
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    probe = make_probe(original, prompt, prompt_ids, tokenizer)
+
+    start = probe.components.index(Component.PROBE_PROMPT)
+    response = probe.token_ids[probe.prompt_length : start]
+    before_answer = action[: action.find("<answer>")]
+    assert tokenizer.decode(response) == before_answer  # no broken "</think", no lost "."
+    assert tokenizer.decode(probe.token_ids[probe.prompt_length :]) == before_answer + prompt
+    assert all(c == Component.MODEL for c in probe.components[probe.prompt_length : start])
+    # sampled ids are kept as sampled up to the straddling token; only that text is
+    # re-encoded, and it has no sampling log-prob (kept out of logprob_mismatch)
+    sampled = [lp for lp in probe.sampling_logprobs[:start] if not math.isnan(lp)]
+    kept = len(sampled)
+    assert probe.token_ids[:kept] == original.token_ids[:kept]
+    assert start - kept <= 3
+    assert to_token_batch([probe]).sampler_scored[0, :start].sum() == kept
+
+
+def test_the_shapes_really_straddle_a_token_boundary(smollm2_tokenizer, byte_level_bpe):
+    """The test above would pass on the old whole-token cut if no token straddled."""
+    for tokenizer in (smollm2_tokenizer, byte_level_bpe):
+        straddling = 0
+        for action in BOUNDARY_SHAPES:
+            ids = tokenizer.encode(action, add_special_tokens=False)
+            cut = action.find("<answer>")
+            ends = [len(tokenizer.decode(ids[: n + 1])) for n in range(len(ids))]
+            straddling += cut not in ends
+        assert straddling >= 2, tokenizer

@@ -79,6 +79,30 @@ def test_one_local_iteration_trains_on_probes_and_syncs_weights(local_algo):
     assert all(torch.equal(runner_state[k], after[k]) for k in after)
 
 
+def test_no_generate_call_of_two_iterations_reuses_a_random_stream(local_algo):
+    """Call k+1 of iteration i and call k of iteration i+1 sampled from one stream when
+    seeds were ``seed + iteration + call``; every call now draws from its own."""
+    generator = local_algo.env_runner.sampler.agent.generator
+    seeds: list[list[int]] = []
+    generate = generator.generate
+
+    def recording(prompts, params):
+        seeds[-1].append(params.seed)
+        return generate(prompts, params)
+
+    generator.generate = recording
+    try:
+        for _ in range(2):
+            seeds.append([])
+            local_algo.train()
+    finally:
+        del generator.generate
+    first, second = seeds
+    assert len(first) >= 2 and len(second) >= 2  # several turns, and a probe phase
+    assert None not in first
+    assert len(set(first + second)) == len(first) + len(second)
+
+
 def test_plain_grpo_without_probes(answering_model_dir, capital_task, ray_cluster):
     algo = tiny_config(answering_model_dir, capital_task, probes=False).build_algo()
     try:
@@ -88,6 +112,54 @@ def test_plain_grpo_without_probes(answering_model_dir, capital_task, ray_cluste
     assert metrics["probes_spawned"] == 0 and metrics["alpha"] == 0
     assert metrics["importance_weight_mean"] == pytest.approx(1.0)
     assert metrics["dead_end_fraction_before_probing"] == metrics["dead_end_fraction_after_probing"]
+
+
+@pytest.mark.parametrize(("when_none_kept", "factor"), [("decay", 0.9), ("hold", 1.0)])
+def test_an_iteration_that_keeps_no_probe_decays_the_keep_ratio(
+    answering_model_dir, capital_task, ray_cluster, when_none_kept, factor
+):
+    """Official: accuracy 0 enters the EWMA when nothing was kept (ρ ← 0.9ρ)."""
+    config = tiny_config(
+        answering_model_dir,
+        capital_task,
+        probe_prob=0.0,
+        keep_ratio=0.5,
+        keep_ratio_when_none_kept=when_none_kept,
+    )
+    algo = config.build_algo()
+    try:
+        metrics = [algo.train()[METRICS_KEY] for _ in range(2)]
+    finally:
+        algo.stop()
+    assert [m["probes_kept"] for m in metrics] == [0, 0]
+    assert [m["keep_ratio"] for m in metrics] == pytest.approx([0.5, 0.5 * factor])
+    assert algo.keep_ratio == pytest.approx(0.5 * factor**2)
+
+
+def test_a_probe_filter_that_can_never_keep_a_probe_is_refused(
+    answering_model_dir, capital_task, ray_cluster
+):
+    """2 questions × 3 rollouts × ρ 1.0 = 6 originals' worth < 8: K would round to 0."""
+    config = tiny_config(
+        answering_model_dir, capital_task, questions_per_iteration=2, keep_multiple_of=8
+    )
+    with pytest.raises(ValueError, match="keep_multiple_of") as refused:
+        config.build_algo()
+    assert "questions_per_iteration" in str(refused.value) and "keep_ratio" in str(refused.value)
+    tiny_config(answering_model_dir, capital_task, questions_per_iteration=2).validate()
+
+
+def test_the_learner_scores_at_the_rollout_temperature(
+    answering_model_dir, capital_task, ray_cluster
+):
+    """π_old at T = 1 under samples drawn at T = 0.7 would be off by far more."""
+    algo = tiny_config(answering_model_dir, capital_task, temperature=0.7).build_algo()
+    try:
+        metrics = algo.train()[METRICS_KEY]
+    finally:
+        algo.stop()
+    assert metrics["probes_kept"] > 0
+    assert metrics["logprob_mismatch"] < 1e-4
 
 
 COMPARED = ("accuracy_original", "probes_kept", "policy_loss", "kl", "keep_ratio", "trained_tokens")
