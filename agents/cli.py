@@ -438,13 +438,24 @@ def _add_eval_command(commands) -> None:
         default=",".join(EMBEDDED_DATASET_NAMES),
         help="comma-separated embedded benchmark names or dataset files",
     )
-    parser.add_argument(
-        "--retriever",
-        default="bm25",
-        help="'bm25'/'dense' (shipped corpus), index directory or service URL",
+    from agents.evaluation import EvalProtocol
+
+    defaults = EvalProtocol()
+    protocol_flags = (
+        ("--retriever", str, "'bm25'/'dense' (shipped corpus), index directory or service URL"),
+        ("--topk", int, "passages per search"),
+        ("--max-turns", int, "search-enabled turns (+1 final turn)"),
+        ("--max-new-tokens", int, "llm: tokens sampled per turn"),
+        ("--max-observation-tokens", int, "llm: tokens kept of each observation"),
     )
-    parser.add_argument("--topk", type=int, default=3)
-    parser.add_argument("--max-turns", type=int, default=5)
+    for flag, kind, text in protocol_flags:
+        default = getattr(defaults, flag[2:].replace("-", "_"))
+        parser.add_argument(
+            flag,
+            type=kind,
+            default=None,
+            help=f"{text} (default: the run's with --checkpoint, else {default})",
+        )
     parser.add_argument(
         "--limit", type=int, default=None, help="questions per dataset (default all)"
     )
@@ -453,9 +464,10 @@ def _add_eval_command(commands) -> None:
     parser.set_defaults(run=_run_eval)
 
 
-def make_agent(args: argparse.Namespace):
-    """The BatchAgent named on the command line."""
+def make_agent(args: argparse.Namespace, protocol):
+    """The BatchAgent named on the command line (an LLM plays under ``protocol``)."""
     from agents.base import SequentialAgents
+    from agents.evaluation import protocol_llm_agent
     from agents.scripted import NoSearchAgent, OracleAgent, SearchOnceAgent
 
     scripted = {"search-once": SearchOnceAgent, "no-search": NoSearchAgent, "oracle": OracleAgent}
@@ -467,30 +479,53 @@ def make_agent(args: argparse.Namespace):
         from agents.llm.openai_agent import OpenAIChatAgent
 
         return SequentialAgents(lambda: OpenAIChatAgent(args.base_url, args.model))
-    from agents.llm.hf import HFGenerator
-    from agents.llm_agent import LLMAgent
+    return protocol_llm_agent(args.model, protocol)
 
-    return LLMAgent(HFGenerator.from_pretrained(args.model))
+
+#: ``rexrag eval`` flags that set the protocol, and the RexRagConfig field of each.
+PROTOCOL_FIELDS = {
+    "retriever": "retriever",
+    "topk": "topk",
+    "max_turns": "max_turns",
+    "max_new_tokens": "max_new_tokens_per_turn",
+    "max_observation_tokens": "max_observation_tokens",
+}
+
+
+def eval_protocol(args: argparse.Namespace):
+    """The protocol of ``rexrag eval``: a run's own (``--checkpoint`` inside a run: the
+    one its ``eval_before``/``eval_after`` used), else the harness defaults; flags
+    override either. Prints where it came from."""
+    from agents.evaluation import EvalProtocol
+    from agents.rexrag.policy_eval import run_protocol
+    from agents.rexrag.training_run import run_config
+
+    datasets = tuple(name.strip() for name in args.datasets.split(",") if name.strip())
+    flags = {
+        name: getattr(args, name) for name in PROTOCOL_FIELDS if getattr(args, name) is not None
+    }
+    found = run_config(args.checkpoint) if args.checkpoint else None
+    if found is None:
+        decoding = "greedy" if args.agent in ("llm", "openai") else "scripted"
+        return EvalProtocol(datasets=datasets, limit=args.limit, decoding=decoding, **flags)
+    path, config = found
+    for name, value in flags.items():
+        setattr(config, PROTOCOL_FIELDS[name], value)
+    overridden = f" (overridden: {', '.join(sorted(flags))})" if flags else ""
+    print(f"protocol: the run's, from {path}{overridden}")
+    return run_protocol(config, datasets, args.limit)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from agents.evaluation import EvalProtocol, evaluate
+    from agents.evaluation import evaluate
 
     if args.checkpoint:
         from agents.rexrag.training_run import resolve_policy
 
         args.agent, args.model = "llm", str(resolve_policy(args.checkpoint))
-
-    protocol = EvalProtocol(
-        datasets=tuple(name.strip() for name in args.datasets.split(",") if name.strip()),
-        retriever=args.retriever,
-        topk=args.topk,
-        max_turns=args.max_turns,
-        limit=args.limit,
-        decoding="greedy" if args.agent in ("llm", "openai") else "scripted",
-    )
+    protocol = eval_protocol(args)
     print(f"agent: {args.agent}" + (f" model={args.model}" if args.model else ""))
-    evaluate(make_agent(args), protocol, args.out, batch_size=args.batch_size)
+    evaluate(make_agent(args, protocol), protocol, args.out, batch_size=args.batch_size)
     print(f"results in {args.out}/ (per-question <dataset>.jsonl, summary.md, summary.json)")
     return 0
 

@@ -19,6 +19,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from agents.base import BatchAgent
+from agents.llm.base import SamplingParams
+from agents.llm_agent import DEFAULT_MAX_OBSERVATION_TOKENS, LLMAgent
 from rexrag_env.datasets import QAExample, load_qa_dataset
 from rexrag_env.embedded import EMBEDDED_DATASETS
 from rexrag_env.env import SearchQAEnv
@@ -30,12 +32,18 @@ METRICS = ("em", "f1", "cover_em")
 
 @dataclass(frozen=True)
 class EvalProtocol:
-    """Everything that must match for two evaluation numbers to be comparable."""
+    """Everything that must match for two evaluation numbers to be comparable.
+
+    ``max_new_tokens`` (per turn) and ``max_observation_tokens`` bind LLM agents
+    (:func:`protocol_llm_agent` builds one from the protocol); scripted agents ignore them.
+    """
 
     datasets: tuple[str, ...] = EMBEDDED_DATASETS
     retriever: str = "bm25"
     topk: int = 3
     max_turns: int = 5
+    max_new_tokens: int = SamplingParams.max_new_tokens
+    max_observation_tokens: int = DEFAULT_MAX_OBSERVATION_TOKENS
     limit: int | None = None
     decoding: str = "greedy"
     metric: str = "EM after SQuAD normalisation vs any gold answer, last <answer> span"
@@ -44,9 +52,25 @@ class EvalProtocol:
         limit = "all" if self.limit is None else f"first {self.limit}"
         return (
             f"protocol: retriever={self.retriever} top-k={self.topk} max_turns={self.max_turns}+1 "
+            f"tokens per turn={self.max_new_tokens} per observation={self.max_observation_tokens} "
             f"decoding={self.decoding} questions={limit} per dataset\n"
             f"metric: {self.metric}"
         )
+
+
+def protocol_llm_agent(
+    model: str, protocol: EvalProtocol, sampling: SamplingParams | None = None
+) -> LLMAgent:
+    """The LLM agent that evaluations of a policy use: ``model`` (alias, hub name or
+    ``save_pretrained`` directory) with the protocol's observation limit, decoding
+    greedily with its tokens per turn unless ``sampling`` says otherwise."""
+    from agents.llm.hf import HFGenerator
+
+    return LLMAgent(
+        HFGenerator.from_pretrained(model),
+        sampling or SamplingParams(temperature=0.0, max_new_tokens=protocol.max_new_tokens),
+        max_observation_tokens=protocol.max_observation_tokens,
+    )
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

@@ -40,8 +40,10 @@ def greedy_accuracy(policy_dir, config, dataset: str, limit: int | None) -> floa
     from agents.rexrag.policy_eval import evaluate_policy
 
     with tempfile.TemporaryDirectory() as out:
-        summary = evaluate_policy(policy_dir, config, dataset, out, limit=limit, log=lambda _: None)
-    return summary["em"] / 100
+        summary = evaluate_policy(
+            policy_dir, config, [dataset], out, limit=limit, log=lambda _: None
+        )
+    return summary["average"]["em"] / 100
 
 
 def run(preset: str, overrides: dict, iterations: int, eval_dataset: str, eval_limit: int | None):

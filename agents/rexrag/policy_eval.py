@@ -8,54 +8,48 @@ differ only in the weights.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from agents.evaluation import EvalProtocol, evaluate, protocol_llm_agent
 from agents.rexrag.config import RexRagConfig
 
 
-def _policy_agent(policy_dir: str | Path, config: RexRagConfig, sampling):
-    """An ``LLMAgent`` for the policy in ``policy_dir`` with the run's observation limit."""
-    from agents.llm.hf import HFGenerator
-    from agents.llm_agent import LLMAgent
-
-    return LLMAgent(
-        HFGenerator.from_pretrained(str(policy_dir)),
-        sampling,
+def run_protocol(
+    config: RexRagConfig, datasets: Sequence[str], limit: int | None = None
+) -> EvalProtocol:
+    """The evaluation protocol of a run: its retriever, top-k, turn and token limits,
+    greedy decoding. ``rexrag train``'s before/after numbers and ``rexrag eval
+    --checkpoint RUN`` both use it, so one policy gets one number."""
+    return EvalProtocol(
+        datasets=tuple(datasets),
+        retriever=config.retriever,
+        topk=config.topk,
+        max_turns=config.max_turns,
+        max_new_tokens=config.max_new_tokens_per_turn,
         max_observation_tokens=config.max_observation_tokens,
+        limit=limit,
     )
 
 
 def evaluate_policy(
     policy_dir: str | Path,
     config: RexRagConfig,
-    dataset: str,
+    datasets: Sequence[str],
     out_dir: str | Path,
     *,
     limit: int | None = None,
     batch_size: int = 64,
     log: Callable[[str], None] = print,
-) -> dict[str, float]:
+) -> dict[str, dict[str, float]]:
     """EM / F1 / cover-EM (×100) and searches per question of the policy in
-    ``policy_dir`` (a ``save_pretrained`` directory) on the first ``limit`` questions
-    of ``dataset``; per-question records and the summary are written to ``out_dir``."""
-    from agents.evaluation import EvalProtocol, evaluate
-    from agents.llm.base import SamplingParams
-
-    agent = _policy_agent(
-        policy_dir,
-        config,
-        SamplingParams(temperature=0.0, max_new_tokens=config.max_new_tokens_per_turn),
-    )
-    protocol = EvalProtocol(
-        datasets=(dataset,),
-        retriever=config.retriever,
-        topk=config.topk,
-        max_turns=config.max_turns,
-        limit=limit,
-    )
-    summary = evaluate(agent, protocol, out_dir, batch_size=batch_size, progress=False, log=log)
-    return summary["average"]
+    ``policy_dir`` (an alias or ``save_pretrained`` directory) on the first ``limit``
+    questions of each of ``datasets``, under the run's protocol (:func:`run_protocol`);
+    per-question records and the summary (per dataset and ``"average"``) are written
+    to ``out_dir``."""
+    protocol = run_protocol(config, datasets, limit)
+    agent = protocol_llm_agent(str(policy_dir), protocol)
+    return evaluate(agent, protocol, out_dir, batch_size=batch_size, progress=False, log=log)
 
 
 def dead_end_profile(
@@ -97,16 +91,13 @@ def dead_end_profile(
     if not indices:
         raise ValueError(f"{dataset!r} has no questions of {min_hops}+ hops (metadata num_hops)")
     group = config.group_size
-    agent = _policy_agent(
-        policy_dir,
-        config,
-        SamplingParams(
-            temperature=config.temperature,
-            top_p=config.top_p,
-            max_new_tokens=config.max_new_tokens_per_turn,
-            seed=seed,
-        ),
+    sampling = SamplingParams(
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_new_tokens=config.max_new_tokens_per_turn,
+        seed=seed,
     )
+    agent = protocol_llm_agent(str(policy_dir), run_protocol(config, [dataset]), sampling)
     rollouts = agent.play(
         [env() for _ in range(len(indices) * group)],
         [{"index": i} for i in indices for _ in range(group)],

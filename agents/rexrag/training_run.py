@@ -73,6 +73,16 @@ def resolve_policy(path: str | Path) -> Path:
     return checkpoints[-1] / POLICY_DIR
 
 
+def run_config(path: str | Path) -> tuple[Path, RexRagConfig] | None:
+    """The ``config.yaml`` of the run that ``path`` (a run, one of its checkpoints, or a
+    checkpoint's ``policy/``) belongs to, and the config; None outside a run."""
+    path = Path(path).resolve()
+    for directory in (path, *list(path.parents)[:2]):
+        if (directory / "config.yaml").is_file():
+            return directory / "config.yaml", RexRagConfig.from_yaml(directory / "config.yaml")
+    return None
+
+
 def progress_line(iteration: int, total: int, metrics: dict[str, float]) -> str:
     """``iter 3/20  acc 0.31  probe-acc 0.00  … 1.3s (gen 0.8 ret 0.1 learn 0.3)``."""
     parts = [f"iter {iteration}/{total}"]
@@ -204,8 +214,8 @@ def evaluate_into(
     from agents.rexrag.policy_eval import evaluate_policy
 
     summary = evaluate_policy(
-        policy, config, config.eval_dataset, out, limit=config.eval_limit, log=lambda _: None
-    )
+        policy, config, [config.eval_dataset], out, limit=config.eval_limit, log=lambda _: None
+    )["average"]
     log(
         f"{config.eval_dataset} {when} training: EM {summary['em']:.1f}  F1 {summary['f1']:.1f}  "
         f"searches {summary['searches']:.2f}  ({summary['n']:.0f} questions, greedy; {out})"

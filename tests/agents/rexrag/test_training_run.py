@@ -79,10 +79,21 @@ def test_train_resume_and_evaluate_from_the_command_line(
     assert "resumed from" in capsys.readouterr().out
     assert csv_iterations(run) == [1, 2, 3]
 
-    out_dir = tmp_path / "eval"
+    # `rexrag eval --checkpoint RUN` evaluates under the run's protocol (retriever,
+    # top-k, turns, token limits), so it reproduces the run's own after-training number
     evaluation = ["eval", "--checkpoint", str(run), "--datasets", str(capital_task)]
-    assert main([*evaluation, "--limit", "2", "--max-turns", "2", "--out", str(out_dir)]) == 0
-    assert "capitals" in json.loads((out_dir / "summary.json").read_text())
+    out_dir = tmp_path / "eval"
+    assert main([*evaluation, "--limit", "3", "--out", str(out_dir)]) == 0
+    assert f"protocol: the run's, from {run.resolve() / 'config.yaml'}" in capsys.readouterr().out
+    for name in ("protocol.json", "summary.json"):
+        assert json.loads((out_dir / name).read_text()) == json.loads(
+            (run / "eval_after" / name).read_text()
+        ), name
+    overridden = tmp_path / "eval-overridden"
+    assert main([*evaluation, "--limit", "2", "--max-turns", "1", "--out", str(overridden)]) == 0
+    assert "(overridden: max_turns)" in capsys.readouterr().out
+    protocol = json.loads((overridden / "protocol.json").read_text())
+    assert (protocol["max_turns"], protocol["max_new_tokens"]) == (1, 24)
 
 
 def test_an_interrupted_run_keeps_its_progress_and_resumes(
