@@ -64,6 +64,8 @@ class Trajectory:
     truncated: bool = False
     finished: bool = False
     is_probe: bool = False
+    #: an original that met the probe trigger (before the ``probe_prob`` coin)
+    probe_eligible: bool = False
 
     @classmethod
     def start(cls, prompt: str, reset_info: dict[str, Any]) -> Trajectory:

@@ -1,8 +1,11 @@
-"""Behaviour probabilities of mixed sampling, per correction mode (spec §4.2, §4.3).
+"""Policy correction of mixed sampling: one pure function per mode, one table (spec §4.2, §4.3).
 
 Probes are drawn from a probe policy μ, not from π_old, so the batch comes from the
-mixture q = (1-α)·π_old + α·μ, α being the fraction of probes in the batch. The
-learner puts q, not π_old, under π_θ in the PPO ratio.
+mixture q = (1-α)·π_old + α·μ, α being the fraction of probes in the batch. Every mode
+takes the same :class:`CorrectionInputs` and returns a :class:`Correction`: the
+log-probability the learner puts under π_θ in the PPO ratio, and a weight on each
+trajectory's advantage. Modes are looked up in :data:`CORRECTIONS` (as verl's policy
+loss registry), so the learner batch never branches on the mode.
 
 Tensors: ``[batch, seq]`` over response positions unless noted. ``old_logprobs``:
 log π_old of each response token. ``prompt_mask``: True on PROBE_PROMPT tokens.
@@ -17,10 +20,10 @@ sequences, as the learner batch does); 0 when they hold response positions only.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
-
-CORRECTION_MODES = ("rexrag", "none", "sequence")
 
 
 def probe_token_logmu(
@@ -52,8 +55,7 @@ def probe_token_logmu(
     return torch.where(first_prompt_token & prompt_mask, torch.zeros_like(logmu), logmu)
 
 
-def behaviour_logprobs(
-    mode: str,
+def mixture_logprobs(
     old_logprobs: torch.Tensor,
     is_probe: torch.Tensor,
     prompt_mask: torch.Tensor,
@@ -63,20 +65,11 @@ def behaviour_logprobs(
     error_rate: float,
     response_start: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """log q per token, the PPO denominator, for the token-level modes.
+    """log q = log((1-α)·π_old + α·μ) per token, the official token-level mixture.
 
-    - ``"rexrag"``: log((1-α)·π_old + α·μ); μ = 0 for originals, so their denominator
-      is (1-α)·π_old (spec §7 item 4: their ratios start at 1/(1-α));
-    - ``"none"``: log π_old for every token (probes trained as if on-policy; the
-      paper's ablation, and plain GRPO when there are no probes).
-    ``"sequence"`` works per trajectory: see :func:`sequence_log_weights`.
+    μ = 0 for originals, so their denominator is (1-α)·π_old (spec §7 item 4: their
+    ratios start at 1/(1-α)); a probe's μ is :func:`probe_token_logmu`.
     """
-    if mode == "none":
-        return old_logprobs
-    if mode != "rexrag":
-        raise ValueError(
-            f"token-level behaviour probabilities exist for 'rexrag' and 'none', not {mode!r}"
-        )
     if not 0.0 <= alpha < 1.0:
         raise ValueError(f"alpha (the probe fraction) must be in [0, 1), got {alpha}")
     from_policy = old_logprobs + math.log(1.0 - alpha)
@@ -134,3 +127,103 @@ def sequence_log_weights(
     else:
         log_q = policy_part
     return torch.clamp(log_policy - log_q, max=math.log(cap))
+
+
+@dataclass(frozen=True)
+class CorrectionInputs:
+    """What every correction mode reads; tensors as in the module docstring.
+
+    Attributes:
+        old_logprobs: ``[batch, seq]`` log π_old at every trained token.
+        loss_mask: ``[batch, seq]`` the trained tokens (MODEL and PROBE_PROMPT).
+        is_probe: ``[batch]``.
+        prompt_mask, pool_logprobs: ``[batch, seq]``, the probe prompt and its pool
+            log-probs.
+        prompt_start, response_start: ``[batch]`` positions (see module docstring).
+        alpha: the fraction of probes in the batch after filtering.
+        error_rate: 1 - accuracy of the originals (the official ``err``).
+        trigger_rate: the fraction of originals that could spawn a probe (answered
+            wrongly in a search-enabled turn; before the ``probe_prob`` coin): the
+            estimate of P(trigger) that normalises the sequence-level μ.
+        sequence_weight_cap: the truncation of the sequence-level weight.
+    """
+
+    old_logprobs: torch.Tensor
+    loss_mask: torch.Tensor
+    is_probe: torch.Tensor
+    prompt_mask: torch.Tensor
+    pool_logprobs: torch.Tensor
+    prompt_start: torch.Tensor
+    response_start: torch.Tensor | None
+    alpha: float
+    error_rate: float
+    trigger_rate: float
+    sequence_weight_cap: float = 2.0
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A mode's answer: ``behaviour_logprobs`` ``[batch, seq]`` go under π_θ in the PPO
+    ratio; ``advantage_weights`` ``[batch]`` multiply each trajectory's advantage."""
+
+    behaviour_logprobs: torch.Tensor
+    advantage_weights: torch.Tensor
+
+
+def rexrag_correction(inputs: CorrectionInputs) -> Correction:
+    """The official token-level mixture under the ratio (spec §4.3)."""
+    behaviour = mixture_logprobs(
+        inputs.old_logprobs,
+        inputs.is_probe,
+        inputs.prompt_mask,
+        inputs.pool_logprobs,
+        inputs.prompt_start,
+        inputs.alpha,
+        inputs.error_rate,
+        inputs.response_start,
+    )
+    return Correction(behaviour, torch.ones_like(inputs.is_probe, dtype=behaviour.dtype))
+
+
+def no_correction(inputs: CorrectionInputs) -> Correction:
+    """π_old under the ratio for every token: probes trained as if on-policy (the
+    paper's ablation; plain GRPO when there are no probes)."""
+    old = inputs.old_logprobs
+    return Correction(old, torch.ones_like(inputs.is_probe, dtype=old.dtype))
+
+
+def sequence_correction(inputs: CorrectionInputs) -> Correction:
+    """PPO on π_old with each advantage scaled by min(π_old(τ)/q(τ), cap), the
+    trajectory-level multiple-importance weight at θ = θ_old (PPO's clip then bounds
+    how far θ moves).
+
+    Unbiased (tested by enumeration) when μ(τ) is the true probe distribution: its
+    normaliser is P(trigger), estimated here by ``trigger_rate`` (not the official
+    1 - accuracy, which also counts wrong answers that cannot spawn a probe); α is
+    fixed rather than the realised fraction after filtering; μ is evaluated on every
+    trajectory by content; and P(fail | prefix) is known. An LLM cannot compute the
+    last, so it is taken as 1 (the official choice): the bias that remains is
+    measured in ``tests/agents/rexrag/test_unbiasedness.py``.
+    """
+    old = inputs.old_logprobs
+    log_weights = sequence_log_weights(
+        old,
+        old,
+        inputs.loss_mask,
+        inputs.is_probe,
+        inputs.prompt_mask,
+        inputs.pool_logprobs,
+        inputs.alpha,
+        inputs.trigger_rate,
+        inputs.sequence_weight_cap,
+    )
+    return Correction(old, log_weights.exp())
+
+
+#: The correction modes (``RexRagConfig.correction``), one signature each.
+CORRECTIONS: dict[str, Callable[[CorrectionInputs], Correction]] = {
+    "rexrag": rexrag_correction,
+    "none": no_correction,
+    "sequence": sequence_correction,
+}
+CORRECTION_MODES = tuple(CORRECTIONS)

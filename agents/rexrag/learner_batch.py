@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from agents.rexrag.correction import behaviour_logprobs, sequence_log_weights
+from agents.rexrag.correction import CORRECTIONS, CorrectionInputs
 from agents.rexrag.losses import grpo_advantages, masked_mean
 from agents.rexrag.probes import select_probes
 from agents.rexrag.token_batch import TokenBatch
@@ -58,10 +58,8 @@ def build_learner_batch(
 
     ``old_logprobs`` / ``reference_logprobs``: ``[batch, seq]`` log π_old and log π_ref
     of every token of ``batch`` where ``batch.loss_mask`` (anything elsewhere).
-    Correction modes: ``"rexrag"`` puts the token-level mixture q under the PPO ratio;
-    ``"none"`` puts π_old (probes as if on-policy); ``"sequence"`` keeps π_old under
-    the ratio and scales each trajectory's advantage by min(π_old(τ)/q(τ), cap), the
-    multiple-importance weight at θ = θ_old (PPO's clip then bounds how far θ moves).
+    ``correction`` names a mode of :data:`agents.rexrag.correction.CORRECTIONS`; it gets
+    α, the originals' error rate (the official ``err``) and their probe trigger rate.
     """
     old = np.maximum(np.nan_to_num(old_logprobs, nan=MIN_LOGPROB), MIN_LOGPROB)
     nonfinite = int((~np.isfinite(old_logprobs) & batch.loss_mask).sum())
@@ -83,33 +81,33 @@ def build_learner_batch(
     alpha = len(kept) / len(rows)
     original_accuracy = float(rewards[~is_probe].mean()) if len(originals) else 0.0
     error_rate = 1.0 - original_accuracy
-
-    if correction == "sequence":
-        behaviour = old_t
-        log_weights = sequence_log_weights(
-            old_t, old_t, mask, is_probe, prompt_mask, pool, alpha, error_rate, sequence_weight_cap
-        )
-        advantages = advantages * log_weights.exp()
-        token_log_weights = log_weights.unsqueeze(-1).expand_as(old_t)
-    else:
-        behaviour = behaviour_logprobs(
-            correction,
-            old_t,
-            is_probe,
-            prompt_mask,
-            pool,
-            torch.as_tensor(kept_batch.prompt_start),
-            alpha,
-            error_rate,
-            torch.as_tensor(kept_batch.response_start),
-        )
-        token_log_weights = old_t - behaviour
+    trigger_rate = float(batch.probe_eligible[originals].mean()) if len(originals) else 0.0
+    correction_inputs = CorrectionInputs(
+        old_logprobs=old_t,
+        loss_mask=mask,
+        is_probe=is_probe,
+        prompt_mask=prompt_mask,
+        pool_logprobs=pool,
+        prompt_start=torch.as_tensor(kept_batch.prompt_start),
+        response_start=torch.as_tensor(kept_batch.response_start),
+        alpha=alpha,
+        error_rate=error_rate,
+        trigger_rate=trigger_rate,
+        sequence_weight_cap=sequence_weight_cap,
+    )
+    corrected = CORRECTIONS[correction](correction_inputs)
+    behaviour = corrected.behaviour_logprobs
+    advantages = advantages * corrected.advantage_weights
+    # the weight each token's gradient gets at θ = θ_old: π_old / q, times the
+    # trajectory's advantage weight
+    token_log_weights = old_t - behaviour + corrected.advantage_weights.log().unsqueeze(-1)
     weights = token_log_weights.exp()
     outside_clip = (weights < 1.0 - clip_low) | (weights > 1.0 + clip_high)
     trained = mask.bool()
     stats = {
         "alpha": alpha,
         "error_rate": error_rate,
+        "trigger_rate": trigger_rate,
         "probes_spawned": float(len(probes)),
         "probes_kept": float(len(kept)),
         "importance_weight_mean": float(masked_mean(weights, mask)),

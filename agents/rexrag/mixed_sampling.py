@@ -115,6 +115,13 @@ class MixedSampler:
         return originals + probes
 
     def _should_probe(self, trajectory: Trajectory, originals: Sequence[Trajectory]) -> bool:
+        """Whether ``trajectory`` spawns a probe: it meets the trigger (marked
+        ``probe_eligible``: the correction's trigger rate counts these), then wins the
+        ``probe_prob`` coin."""
+        trajectory.probe_eligible = self._meets_trigger(trajectory, originals)
+        return trajectory.probe_eligible and self.rng.random() < self.probe_prob
+
+    def _meets_trigger(self, trajectory: Trajectory, originals: Sequence[Trajectory]) -> bool:
         answered_in_search_turn = (
             trajectory.turns
             and trajectory.turns[-1].action_type == "answer"
@@ -125,6 +132,5 @@ class MixedSampler:
             return False
         if self.probe_trigger == "dead_end_group":
             group = [t for t in originals if t.example_id == trajectory.example_id]
-            if any(t.reward > 0 for t in group):
-                return False
-        return self.rng.random() < self.probe_prob
+            return not any(t.reward > 0 for t in group)
+        return True

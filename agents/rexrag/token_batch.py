@@ -36,6 +36,8 @@ class TokenBatch:
         rewards: ``[batch]`` exact match of the final answer.
         group_ids: ``[batch]`` one id per question of the iteration; probes share it.
         is_probe: ``[batch]``.
+        probe_eligible: ``[batch]`` originals that met the probe trigger (whether or
+            not the ``probe_prob`` coin then spawned a probe).
         response_start: ``[batch]`` index of the first response token (prompt length).
         prompt_start: ``[batch]`` index of a probe's first PROBE_PROMPT token (the row
             length for originals).
@@ -50,6 +52,7 @@ class TokenBatch:
     rewards: np.ndarray
     group_ids: np.ndarray
     is_probe: np.ndarray
+    probe_eligible: np.ndarray
     response_start: np.ndarray
     prompt_start: np.ndarray
 
@@ -115,6 +118,7 @@ def to_token_batch(trajectories: Sequence[Trajectory]) -> TokenBatch:
         rewards=np.array([t.reward for t in trajectories], dtype=np.float32),
         group_ids=group_ids_by_question(trajectories),
         is_probe=np.array([t.is_probe for t in trajectories], dtype=bool),
+        probe_eligible=np.array([t.probe_eligible for t in trajectories], dtype=bool),
         response_start=np.array([t.prompt_length for t in trajectories], dtype=np.int64),
         prompt_start=first_prompt_token.astype(np.int64),
     )

@@ -5,7 +5,13 @@ import math
 import pytest
 import torch
 
-from agents.rexrag.correction import behaviour_logprobs, probe_token_logmu, sequence_log_weights
+from agents.rexrag.correction import (
+    CORRECTIONS,
+    CorrectionInputs,
+    mixture_logprobs,
+    probe_token_logmu,
+    sequence_log_weights,
+)
 from agents.rexrag.probes import PromptPool
 
 # one probe and one original, 5 response tokens each:
@@ -39,25 +45,51 @@ def test_probe_mu_follows_the_official_table():
     assert logmu.tolist() == pytest.approx([0.625, 0.5, 1.0, 0.5, 0.6])
 
 
+def inputs(alpha=ALPHA, error_rate=ERROR, trigger_rate=ERROR) -> CorrectionInputs:
+    return CorrectionInputs(
+        old_logprobs=OLD,
+        loss_mask=torch.ones_like(OLD, dtype=torch.bool),
+        is_probe=IS_PROBE,
+        prompt_mask=PROMPT_MASK,
+        pool_logprobs=POOL,
+        prompt_start=START,
+        response_start=None,
+        alpha=alpha,
+        error_rate=error_rate,
+        trigger_rate=trigger_rate,
+    )
+
+
 def test_rexrag_mode_mixture_hand_computed():
-    log_q = behaviour_logprobs("rexrag", OLD, IS_PROBE, PROMPT_MASK, POOL, START, ALPHA, ERROR)
+    log_q = mixture_logprobs(OLD, IS_PROBE, PROMPT_MASK, POOL, START, ALPHA, ERROR)
     # probe: q = 0.9·π_old + 0.1·μ
     assert log_q[0].exp().tolist() == pytest.approx([0.5125, 0.41, 0.109, 0.068, 0.6])
     # original: μ = 0, q = 0.9·π_old (ratios start at 1/(1-α))
     assert log_q[1].exp().tolist() == pytest.approx((0.9 * OLD[1].exp()).tolist())
 
 
-def test_none_mode_and_no_probes_are_plain_ppo():
-    none = behaviour_logprobs("none", OLD, IS_PROBE, PROMPT_MASK, POOL, START, ALPHA, ERROR)
-    assert torch.equal(none, OLD)
-    no_probes = behaviour_logprobs("rexrag", OLD, IS_PROBE, PROMPT_MASK, POOL, START, 0.0, ERROR)
-    assert torch.allclose(no_probes, OLD)
+def test_every_mode_has_one_signature_and_none_and_no_probes_are_plain_ppo():
+    for mode, correct in CORRECTIONS.items():
+        corrected = correct(inputs())
+        assert corrected.behaviour_logprobs.shape == OLD.shape, mode
+        assert corrected.advantage_weights.shape == (2,), mode
+    none = CORRECTIONS["none"](inputs())
+    assert torch.equal(none.behaviour_logprobs, OLD)
+    assert none.advantage_weights.tolist() == [1.0, 1.0]
+    no_probes = CORRECTIONS["rexrag"](inputs(alpha=0.0))
+    assert torch.allclose(no_probes.behaviour_logprobs, OLD)
+    # sequence: π_old under the ratio, the weight on the advantage (trigger rate as P(fail))
+    sequence = CORRECTIONS["sequence"](inputs(error_rate=0.9, trigger_rate=ERROR))
+    assert torch.equal(sequence.behaviour_logprobs, OLD)
+    expected = sequence_log_weights(
+        OLD, OLD, torch.ones_like(OLD), IS_PROBE, PROMPT_MASK, POOL, ALPHA, ERROR
+    ).exp()
+    assert torch.allclose(sequence.advantage_weights, expected)
 
 
-@pytest.mark.parametrize(("mode", "alpha"), [("sequence", 0.1), ("bogus", 0.1), ("rexrag", 1.0)])
-def test_bad_mode_or_alpha(mode, alpha):
-    with pytest.raises(ValueError):
-        behaviour_logprobs(mode, OLD, IS_PROBE, PROMPT_MASK, POOL, START, alpha, ERROR)
+def test_alpha_of_one_is_refused():
+    with pytest.raises(ValueError, match="alpha"):
+        mixture_logprobs(OLD, IS_PROBE, PROMPT_MASK, POOL, START, 1.0, ERROR)
 
 
 def test_sequence_weights_hand_computed():

@@ -1,5 +1,7 @@
 """One real RLlib Learner update on a token batch with the tiny model."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,7 @@ from transformers import AutoModelForCausalLM
 
 from agents.rexrag.config import RexRagConfig
 from agents.rexrag.learner import RexRagLearner, micro_batches, warmup_learning_rate
+from agents.rexrag.rexrag import _LEARNER_METRICS, _learner_values
 from rexrag_env.spaces import UnicodeText
 
 
@@ -44,11 +47,21 @@ def test_update_changes_weights_and_reports_metrics(learner):
     before = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
     columns = token_batch(module.model.config.vocab_size)
     batch = MultiAgentBatch({"default_policy": SampleBatch(columns)}, env_steps=4)
+    reference = {k: v.detach().clone() for k, v in learner.reference_model.state_dict().items()}
+    results = learner.update(batch=batch)
     results = learner.update(batch=batch)
     after = module.model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    flat = str(results)
-    assert "policy_loss" in flat and "clip_fraction" in flat and "kl" in flat
+    # the statistics the algorithm reads (the same reader), all of them, all finite
+    values = _learner_values([results])
+    assert set(values) == set(_LEARNER_METRICS)
+    assert all(math.isfinite(v) for v in values.values())
+    assert values["kl"] > 0 and values["nonfinite_losses"] == 0
+    # full fine-tuning: the reference policy of the KL term stays the initial weights
+    frozen = learner.reference_model.state_dict()
+    assert all(torch.equal(reference[k], frozen[k]) for k in reference)
+    assert all(torch.equal(reference[k], before[k]) for k in reference)
+    assert not any(p.requires_grad for p in learner.reference_model.parameters())
 
 
 def test_info_tokens_get_no_gradient(learner):

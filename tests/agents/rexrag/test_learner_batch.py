@@ -115,6 +115,31 @@ def test_none_and_sequence_modes_and_no_probes():
     assert grpo.kept_probe_accuracy is None
 
 
+def test_the_sequence_mode_normalises_mu_by_the_observed_trigger_rate():
+    """P(trigger) is the share of originals that could spawn a probe (3 of 4 here: the
+    wrong ones), not 1 - accuracy: the estimate that makes the sequence weight exact."""
+    trajectories = sample()
+    for index in (0, 1, 3):
+        trajectories[index].probe_eligible = True
+    batch = to_token_batch(trajectories)
+    old = old_logprobs(batch)
+    none = build_learner_batch(batch, old, old, keep_ratio=1.0, correction="none", **COMMON)
+    result = build_learner_batch(batch, old, old, keep_ratio=1.0, correction="sequence", **COMMON)
+    assert result.stats["trigger_rate"] == 0.75 and result.stats["error_rate"] == 0.75
+    trajectories[1].probe_eligible = False  # 2 of 4 could have spawned one
+    halved = build_learner_batch(
+        to_token_batch(trajectories), old, old, keep_ratio=1.0, correction="sequence", **COMMON
+    )
+    assert halved.stats["trigger_rate"] == 0.5
+    # probe 4 (α = 1/3): π_old(τ) = 0.5·e^-1·e^-1·0.5 over its MODEL and prompt tokens;
+    # μ(τ) = π_old(MODEL tokens) / P(trigger) · P_pool(prompt) = 0.25 / t · e^-1
+    for stats_of, trigger in ((result, 0.75), (halved, 0.5)):
+        policy = 0.25 * math.exp(-2)
+        q = (2 / 3) * policy + (1 / 3) * 0.25 * math.exp(-1) / trigger
+        expected = none.columns["advantages"][4] * policy / q
+        assert stats_of.columns["advantages"][4] == pytest.approx(expected, rel=1e-5)
+
+
 def test_nonfinite_logprobs_are_clamped_and_counted():
     batch = to_token_batch(sample())
     old = old_logprobs(batch)

@@ -35,6 +35,19 @@ def test_clipped_surrogate_hand_computed():
     assert negative.item() == pytest.approx(0.8)
 
 
+def test_the_loss_is_a_token_mean_not_a_sequence_mean():
+    """Rows of 1 and 3 trained tokens, ratio 1, advantages +1 and -1: the token mean is
+    -(1·1 - 1·3)/4 = 0.5 (the long wrong row weighs 3×); a sequence mean would be 0."""
+    logprobs = torch.zeros(2, 4)
+    mask = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]])
+    loss, _ = clipped_surrogate(logprobs, logprobs, torch.tensor([1.0, -1.0]), mask)
+    assert loss.item() == pytest.approx(0.5)
+    per_row = -torch.tensor([1.0, -1.0])  # each row's own token mean
+    assert loss.item() != pytest.approx(per_row.mean().item())
+    kl = masked_mean(low_var_kl(torch.tensor([[0.0, 0, 0, 0], [-1.0, -1, -1, 0]]), logprobs), mask)
+    assert kl.item() == pytest.approx(3 * (math.exp(1) - 2) / 4)  # 0 on row 1, e-2 per token
+
+
 def test_clipped_surrogate_gradient_only_through_kept_tokens():
     logprobs = torch.zeros(2, 3, requires_grad=True)
     mask = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])

@@ -1,5 +1,7 @@
 """Mixed sampling: probes of wrong originals, with the official and the dead-end triggers."""
 
+import math
+
 import pytest
 from transformers import AutoTokenizer
 
@@ -42,17 +44,33 @@ def test_every_wrong_original_is_probed_at_probability_one(sampler_for):
 
 
 def test_probe_probability_zero_and_probes_off(sampler_for):
-    assert len(sampler_for(["<answer> x </answer>"], probe_prob=0.0).sample([RUSH])) == 3
+    originals = sampler_for(["<answer> x </answer>"], probe_prob=0.0).sample([RUSH])
+    assert len(originals) == 3
+    # eligible (wrong, in a search-enabled turn) though the coin spawned nothing
+    assert all(t.probe_eligible for t in originals)
     assert (
         len(sampler_for(["<answer> x </answer>"], probe_prob=1.0, probes=False).sample([RUSH])) == 3
     )
 
 
-def test_dead_end_trigger_probes_only_all_wrong_groups(sampler_for):
-    turns = ["<answer> The Who </answer>", "<answer> Rush </answer>"]
-    sampler = sampler_for(turns, probe_prob=1.0, probe_trigger="dead_end_group")
-    probes = [t for t in sampler.sample([RUSH, WHO]) if t.is_probe]
-    assert {p.example_id for p in probes} == {"rush"}  # WHO's group has correct originals
+MIXED = ["<answer> The Who </answer>", "<answer> Rush </answer>", "<answer> The Who </answer>"]
+
+
+@pytest.mark.parametrize(("trigger", "probed"), [("wrong_answer", 5), ("dead_end_group", 3)])
+def test_the_dead_end_trigger_probes_only_groups_whose_originals_all_failed(
+    sampler_for, trigger, probed
+):
+    # RUSH: wrong, right, wrong (not a dead end); WHO: wrong three times (a dead end)
+    turns = [[*MIXED, *["<answer> Rush </answer>"] * 3], "<answer> x </answer>"]
+    sampler = sampler_for(turns, probe_prob=1.0, probe_trigger=trigger)
+    trajectories = sampler.sample([RUSH, WHO])
+    originals = trajectories[:6]
+    assert [t.reward for t in originals] == [0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    probes = [t for t in trajectories if t.is_probe]
+    assert len(probes) == probed
+    assert sum(t.probe_eligible for t in originals) == probed
+    if trigger == "dead_end_group":
+        assert {p.example_id for p in probes} == {"who"}
 
 
 def test_answers_in_the_final_turn_are_not_probed(sampler_for):
@@ -61,4 +79,33 @@ def test_answers_in_the_final_turn_are_not_probed(sampler_for):
         "bad",
         "<answer> wrong </answer>",
     ]  # 2 search turns wasted, answer in the final one
-    assert not any(t.is_probe for t in sampler_for(turns, probe_prob=1.0).sample([RUSH]))
+    originals = sampler_for(turns, probe_prob=1.0).sample([RUSH])
+    assert not any(t.is_probe or t.probe_eligible for t in originals)
+
+
+def test_an_answer_in_the_last_search_turn_is_probed_into_the_final_turn(sampler_for):
+    """max_turns = 2: the answer of turn 2 is probed; its probe gets one more turn, the
+    final one, where a search is not run and the episode ends."""
+    turns = ["<search> Neil Peart </search>", "<answer> The Who </answer>"]
+    turns.append("<search> Rush drummer </search>")  # the probe's turn
+    trajectories = sampler_for(turns, probe_prob=1.0).sample([RUSH])
+    originals, probes = trajectories[:3], trajectories[3:]
+    assert all(t.num_turns == 2 and t.num_searches == 1 for t in originals)
+    assert len(probes) == 3
+    for probe in probes:
+        assert probe.num_turns == 3  # search, probe prompt, the final turn
+        assert probe.truncated and probe.num_searches == 1  # the final turn's search not run
+        after_prompt = probe.components[probe.components.index(Component.PROBE_PROMPT) :]
+        assert Component.INFO not in after_prompt
+
+
+def test_the_spawn_rate_is_probe_prob(sampler_for):
+    """Every original answers wrongly; 20/101 of them spawn a probe (binomial bound)."""
+    p, questions = 20 / 101, [RUSH] * 200
+    sampler = sampler_for(["<answer> x </answer>", "<answer> y </answer>"], probe_prob=p)
+    trajectories = sampler.sample(questions)
+    originals = len(questions) * 3
+    spawned = sum(t.is_probe for t in trajectories)
+    assert len(trajectories) == originals + spawned
+    sigma = math.sqrt(originals * p * (1 - p))  # 600 draws: mean 118.8, sigma 9.8
+    assert abs(spawned - originals * p) < 4 * sigma

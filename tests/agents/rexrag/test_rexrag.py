@@ -30,15 +30,25 @@ def learner_weights(algo) -> dict[str, torch.Tensor]:
 
 def test_probes_are_labelled_and_share_their_group(answering_model_dir, capital_task):
     from agents.rexrag.env_runner import RexRagEnvRunner
+    from agents.rexrag.token_batch import to_token_batch
 
-    runner = RexRagEnvRunner(config=tiny_config(answering_model_dir, capital_task))
+    config = tiny_config(answering_model_dir, capital_task)
+    runner = RexRagEnvRunner(config=config)
     result = runner.sample(seed=0)
     assert result.error is None
     originals = [t for t in result.trajectories if not t.is_probe]
     probes = [t for t in result.trajectories if t.is_probe]
-    assert len(originals) == 4 * 3 and probes  # probe_prob=1: every wrong answer spawns one
-    wrong = [t for t in originals if t.reward == 0 and t.turns[-1].action_type == "answer"]
-    assert len(probes) <= len(wrong)
+    assert len(originals) == 4 * 3 and probes
+    # probe_prob = 1: every original that answered wrongly in a search-enabled turn
+    # spawns exactly one probe
+    eligible = [
+        t
+        for t in originals
+        if t.reward == 0 and t.turns[-1].action_type == "answer" and t.num_turns <= config.max_turns
+    ]
+    assert len(probes) == len(eligible) == sum(t.probe_eligible for t in originals)
+    group_ids = to_token_batch(result.trajectories).group_ids
+    index = {id(t): i for i, t in enumerate(result.trajectories)}
     tokenizer = runner.sampler.agent.tokenizer
     pool = PromptPool(
         [tokenizer.encode(p, add_special_tokens=False) for p in runner.sampler.prompts]
@@ -52,8 +62,10 @@ def test_probes_are_labelled_and_share_their_group(answering_model_dir, capital_
         assert probe.sampling_logprobs[start : start + length] == pytest.approx(
             pool.token_logprobs(prompt_ids)
         )
-        parents = [t for t in wrong if t.token_ids[:start] == probe.token_ids[:start]]
-        assert parents and parents[0].example_id == probe.example_id  # same group
+        parents = [t for t in eligible if t.token_ids[:start] == probe.token_ids[:start]]
+        assert parents  # the probe continues one of the failed originals
+        siblings = {group_ids[index[id(t)]] for t in originals if t.example_id == probe.example_id}
+        assert siblings == {group_ids[index[id(probe)]]} == {group_ids[index[id(parents[0])]]}
         assert Component.MODEL in labels[start + length :]  # the policy continued
 
 
@@ -168,7 +180,7 @@ COMPARED = ("accuracy_original", "probes_kept", "policy_loss", "kl", "keep_ratio
 def test_checkpoint_restore_continues_like_an_uninterrupted_run(
     answering_model_dir, capital_task, ray_cluster, tmp_path
 ):
-    config = tiny_config(answering_model_dir, capital_task)
+    config = tiny_config(answering_model_dir, capital_task, keep_ratio=0.9)
     uninterrupted = config.build_algo()
     uninterrupted.train()
     expected = uninterrupted.train()[METRICS_KEY]
@@ -176,6 +188,9 @@ def test_checkpoint_restore_continues_like_an_uninterrupted_run(
 
     first = config.build_algo()
     first.train()
+    # the keep ratio moved (ρ ← 0.81 + 0.1·accuracy ≠ 0.9), so only its restore can
+    # make iteration 2 train with the same one
+    assert first.keep_ratio != pytest.approx(config.keep_ratio)
     first.save_to_path(str(tmp_path / "checkpoint"))
     first.stop()
     resumed = config.build_algo()

@@ -24,7 +24,7 @@ import math
 import pytest
 import torch
 
-from agents.rexrag.correction import behaviour_logprobs, sequence_log_weights
+from agents.rexrag.correction import CORRECTIONS, CorrectionInputs, sequence_log_weights
 from agents.rexrag.probes import PromptPool
 
 X, Y, P, Q, A, W = range(6)
@@ -139,19 +139,31 @@ def per_sample_weights(model: Idealised, mode: str, from_probe: bool) -> torch.T
     """``[rows, MAX_LENGTH]`` token weights of each sequence as a sample of one sampler.
 
     ``from_probe``: the sequence was drawn by μ (the official code and ours flag probes
-    by how they were made, not by their content).
+    by how they were made, not by their content). The production modes go through
+    :data:`CORRECTIONS` with the rates ``build_learner_batch`` measures, at their
+    expectation: the originals' error rate 1 - J and their trigger rate P(trigger).
     """
     old = model.token_logprobs
     flag = torch.full((len(SEQUENCES),), from_probe) & model.is_probe_shape
     error_rate = 1.0 - float((model.pi * model.reward).sum())
-    if mode == "none":
-        return torch.ones_like(old)
-    if mode == "rexrag":
+    if mode in PRODUCTION:
         start = torch.where(model.prompt_mask.any(-1), model.prompt_mask.int().argmax(-1), 0)
-        log_q = behaviour_logprobs(
-            "rexrag", old, flag, model.prompt_mask, model.pool_logprobs, start, ALPHA, error_rate
+        inputs = CorrectionInputs(
+            old_logprobs=old,
+            loss_mask=model.mask,
+            is_probe=flag,
+            prompt_mask=model.prompt_mask,
+            pool_logprobs=model.pool_logprobs,
+            prompt_start=start,
+            response_start=None,
+            alpha=ALPHA,
+            error_rate=error_rate,
+            trigger_rate=model.p_trigger,
         )
-        return (old - log_q).exp()
+        corrected = CORRECTIONS[PRODUCTION[mode]](inputs)
+        return (old - corrected.behaviour_logprobs).exp() * corrected.advantage_weights.unsqueeze(
+            -1
+        )
     exact = mode == "sequence (exact μ)"
     log_w = sequence_log_weights(
         old,
@@ -168,7 +180,9 @@ def per_sample_weights(model: Idealised, mode: str, from_probe: bool) -> torch.T
     return log_w.exp().unsqueeze(-1).expand_as(old)
 
 
-MODES = ("sequence (exact μ)", "sequence (official μ)", "rexrag", "none")
+#: The modes as the learner runs them (name in the report -> CORRECTIONS key).
+PRODUCTION = {"sequence (production)": "sequence", "rexrag": "rexrag", "none": "none"}
+MODES = ("sequence (exact μ)", "sequence (err = 1 − acc)", *PRODUCTION)
 
 
 def expected_estimate(model: Idealised, mode: str) -> torch.Tensor:
@@ -201,7 +215,8 @@ def test_trajectory_level_correction_is_unbiased_and_the_others_are_not(model):
         print(f"{mode:>22}: relative bias {bias[mode]:.4f}, cosine to ∇J {cosine:.4f}")
     assert bias["sequence (exact μ)"] < 1e-9
     assert bias["none"] > 0.05 and bias["rexrag"] > 1e-3
-    assert bias["sequence (official μ)"] > 1e-3
+    assert bias["sequence (err = 1 − acc)"] > 1e-3
+    assert 0 < bias["sequence (production)"] < bias["sequence (err = 1 − acc)"]
 
 
 def test_monte_carlo_agrees_with_the_enumeration(model):
