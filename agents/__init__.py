@@ -1,1 +1,21 @@
-"""Agents that act in ``rexrag_env`` environments, and how they learn."""
+"""Agents that act in ``rexrag_env`` environments, and how they learn.
+
+The names that reach into the warm-start recipes (model aliases of warm-started
+policies, the sanity task's questions) are registered here, at the top of the
+package, so that ``agents.llm`` and ``agents.rexrag`` resolve them without importing
+``agents.warm_start`` (see :class:`rexrag_env.registry.NameRegistry`).
+"""
+
+from agents.llm.models import MODELS
+from rexrag_env.datasets import DATASETS
+
+_SANITY = "agents.warm_start.sanity_task"
+_SYNTHWIKI = "agents.warm_start.synthwiki_policy"
+#: The warm starts of ``agents.warm_start.synthwiki_policy.WARM_STARTS`` (a test pins them).
+SYNTHWIKI_WARM_STARTS = ("tiny-synthwiki", "smollm2-synthwiki")
+
+MODELS.register("tiny-sanity", f"{_SANITY}:sanity_policy_path")
+MODELS.register("tiny-synthwiki-base", f"{_SYNTHWIKI}:tiny_synthwiki_base_path")
+for _alias in SYNTHWIKI_WARM_STARTS:
+    MODELS.register(_alias, f"{_SYNTHWIKI}:warm_start_path", alias=_alias)
+DATASETS.register("tiny-sanity", f"{_SANITY}:sanity_questions_path")

@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 
 from rexrag_env.embedded import EMBEDDED_DATASETS as EMBEDDED_DATASET_NAMES
+from rexrag_env.protocol import DEFAULT_RETRIEVER, DEFAULT_TOPK
 
 # Quiet defaults before the heavy libraries are imported (see README "pitfalls").
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -68,10 +69,10 @@ def _add_search_command(commands) -> None:
     parser.add_argument("queries", nargs="+", help="one or more queries")
     parser.add_argument(
         "--index",
-        default="bm25",
+        default=DEFAULT_RETRIEVER,
         help="index directory, 'bm25'/'dense' (shipped corpus) or http(s):// URL",
     )
-    parser.add_argument("-k", "--topk", type=int, default=3)
+    parser.add_argument("-k", "--topk", type=int, default=DEFAULT_TOPK)
     parser.add_argument(
         "--json", action="store_true", help="print JSON instead of the agent's view"
     )
@@ -103,7 +104,9 @@ def _run_search(args: argparse.Namespace) -> int:
 def _add_serve_command(commands) -> None:
     parser = commands.add_parser("serve", help="serve an index over HTTP (Search-R1 compatible)")
     parser.add_argument(
-        "--index", default="bm25", help="index directory or 'bm25'/'dense' (shipped corpus)"
+        "--index",
+        default=DEFAULT_RETRIEVER,
+        help="index directory or 'bm25'/'dense' (shipped corpus)",
     )
     parser.add_argument(
         "--host",
@@ -134,75 +137,20 @@ def _add_quickstart_command(commands) -> None:
         help="the main job: the env with a baseline agent, then a REX-RAG training run",
     )
     parser.add_argument("--dataset", default="hotpotqa", help="embedded benchmark or dataset file")
-    parser.add_argument("--retriever", default="bm25")
+    parser.add_argument("--retriever", default=DEFAULT_RETRIEVER)
     parser.add_argument("--limit", type=int, default=200, help="questions to play")
     parser.add_argument(
         "--train-iters", type=int, default=20, help="REX-RAG iterations (0: skip training)"
     )
-    parser.add_argument("--out", default="out/quickstart", help="where training runs go")
+    parser.add_argument("--out", default="out/quickstart", help="where the tour's runs go")
     parser.set_defaults(run=_run_quickstart)
 
 
 def _run_quickstart(args: argparse.Namespace) -> int:
-    import gymnasium as gym
-    from tqdm.auto import tqdm
+    from agents.runs.quickstart import quickstart
 
-    import rexrag_env
-    from agents.base import run_episode
-    from agents.scripted import SearchOnceAgent
-
-    start = time.perf_counter()
-    env = gym.make(rexrag_env.SEARCH_QA_ENV_ID, dataset=args.dataset, retriever=args.retriever)
-    count = min(args.limit, len(env.unwrapped.examples))
-    print(
-        f"SearchOnceAgent on {count} {args.dataset} questions, {args.retriever} retriever, "
-        f"top-{env.unwrapped.topk} (ready in {time.perf_counter() - start:.1f}s)"
-    )
-    agent = SearchOnceAgent()
-    totals = {"em": 0.0, "f1": 0.0, "cover_em": 0.0}
-    for index in tqdm(range(count), desc="episodes", unit="q"):
-        result = run_episode(env, agent, options={"index": index})
-        for key in totals:
-            totals[key] += result.scores[key]
-    summary = "  ".join(f"{key}={100 * value / count:.1f}" for key, value in totals.items())
-    print(f"{summary}  ({time.perf_counter() - start:.1f}s)")
-    if args.train_iters > 0:
-        _quickstart_training(args)
+    quickstart(args.dataset, args.retriever, args.limit, args.train_iters, args.out)
     return 0
-
-
-def _quickstart_training(args: argparse.Namespace) -> None:
-    """REX-RAG with the tiny-sanity preset: tiny-cpu on the sanity task, warm-started."""
-    from pathlib import Path
-
-    import numpy as np
-
-    from agents.rexrag.config import RexRagConfig
-    from agents.rexrag.sanity_task import sanity_policy_path
-    from agents.rexrag.training_run import train
-
-    start = time.perf_counter()
-    print(
-        "\nREX-RAG on the sanity task: warm-starting the tiny policy (cached after the first run)"
-    )
-    sanity_policy_path()
-    config = RexRagConfig.from_yaml("tiny-sanity")
-    run_dir = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
-    history = train(config, run_dir, stop_iters=args.train_iters, checkpoint_every=args.train_iters)
-    window = max(1, min(5, len(history) // 2))
-
-    def mean(key, part):
-        return float(np.mean([metrics[key] for metrics in part]))
-
-    first, last = history[:window], history[-window:]
-    print(
-        f"accuracy of originals {mean('accuracy_original', first):.2f} -> "
-        f"{mean('accuracy_original', last):.2f}, dead-end fraction "
-        f"{mean('dead_end_fraction_before_probing', first):.2f} -> "
-        f"{mean('dead_end_fraction_before_probing', last):.2f} (first/last {window} iterations); "
-        f"{time.perf_counter() - start:.0f}s"
-    )
-    print(f"run directory: {run_dir} (config.yaml, metrics.csv, checkpoint with policy/)")
 
 
 def _add_config_arguments(parser, default: str) -> None:
@@ -260,9 +208,9 @@ def parse_overrides(pairs: Sequence[str]) -> dict:
 def _run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from agents.rexrag.config import RexRagConfig
+    from agents.rexrag import RexRagConfig
     from agents.rexrag.rexrag import RolloutFailedError
-    from agents.rexrag.training_run import train
+    from agents.runs.training_run import train
 
     config = RexRagConfig.from_yaml(args.config, parse_overrides(args.overrides))
     if args.checkpoint_dir is None:
@@ -331,7 +279,7 @@ def _run_sft(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from agents.llm.models import load_model_and_tokenizer
-    from agents.rexrag.synthwiki_policy import (
+    from agents.warm_start.synthwiki_policy import (
         SynthWikiWarmStart,
         warm_start_on_synthwiki,
         write_losses,
@@ -386,7 +334,7 @@ def _add_tune_command(commands) -> None:
 
 
 def _run_tune(args: argparse.Namespace) -> int:
-    from agents.rexrag.config import RexRagConfig
+    from agents.rexrag import RexRagConfig
     from tuning.sweep import run_sweep
 
     base = RexRagConfig.from_yaml(args.config, parse_overrides(args.overrides))
@@ -410,14 +358,23 @@ def _run_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-AGENTS = ("search-once", "no-search", "oracle", "llm", "openai")
+#: ``rexrag eval`` flags that set the protocol: EvalProtocol fields of the same name.
+_PROTOCOL_FLAGS = {
+    "retriever": (str, "'bm25'/'dense' (shipped corpus), index directory or service URL"),
+    "topk": (int, "passages per search"),
+    "max_turns": (int, "search-enabled turns (+1 final turn)"),
+    "max_new_tokens": (int, "llm: tokens sampled per turn"),
+    "max_observation_tokens": (int, "llm: tokens kept of each observation"),
+}
 
 
 def _add_eval_command(commands) -> None:
+    from agents.evaluation import AGENT_KINDS, EvalProtocol
+
     parser = commands.add_parser(
         "eval", help="evaluate an agent on the QA benchmarks (pinned protocol)"
     )
-    parser.add_argument("--agent", choices=AGENTS, default="search-once")
+    parser.add_argument("--agent", choices=AGENT_KINDS, default="search-once")
     parser.add_argument(
         "--model",
         default=None,
@@ -438,23 +395,14 @@ def _add_eval_command(commands) -> None:
         default=",".join(EMBEDDED_DATASET_NAMES),
         help="comma-separated embedded benchmark names or dataset files",
     )
-    from agents.evaluation import EvalProtocol
 
     defaults = EvalProtocol()
-    protocol_flags = (
-        ("--retriever", str, "'bm25'/'dense' (shipped corpus), index directory or service URL"),
-        ("--topk", int, "passages per search"),
-        ("--max-turns", int, "search-enabled turns (+1 final turn)"),
-        ("--max-new-tokens", int, "llm: tokens sampled per turn"),
-        ("--max-observation-tokens", int, "llm: tokens kept of each observation"),
-    )
-    for flag, kind, text in protocol_flags:
-        default = getattr(defaults, flag[2:].replace("-", "_"))
+    for name, (kind, text) in _PROTOCOL_FLAGS.items():
         parser.add_argument(
-            flag,
+            "--" + name.replace("_", "-"),
             type=kind,
             default=None,
-            help=f"{text} (default: the run's with --checkpoint, else {default})",
+            help=f"{text} (default: the run's with --checkpoint, else {getattr(defaults, name)})",
         )
     parser.add_argument(
         "--limit", type=int, default=None, help="questions per dataset (default all)"
@@ -464,68 +412,28 @@ def _add_eval_command(commands) -> None:
     parser.set_defaults(run=_run_eval)
 
 
-def make_agent(args: argparse.Namespace, protocol):
-    """The BatchAgent named on the command line (an LLM plays under ``protocol``)."""
-    from agents.base import SequentialAgents
-    from agents.evaluation import protocol_llm_agent
-    from agents.scripted import NoSearchAgent, OracleAgent, SearchOnceAgent
-
-    scripted = {"search-once": SearchOnceAgent, "no-search": NoSearchAgent, "oracle": OracleAgent}
-    if args.agent in scripted:
-        return SequentialAgents(scripted[args.agent])
-    if not args.model:
-        raise ValueError(f"--agent {args.agent} needs --model")
-    if args.agent == "openai":
-        from agents.llm.openai_agent import OpenAIChatAgent
-
-        return SequentialAgents(lambda: OpenAIChatAgent(args.base_url, args.model))
-    return protocol_llm_agent(args.model, protocol)
-
-
-#: ``rexrag eval`` flags that set the protocol, and the RexRagConfig field of each.
-PROTOCOL_FIELDS = {
-    "retriever": "retriever",
-    "topk": "topk",
-    "max_turns": "max_turns",
-    "max_new_tokens": "max_new_tokens_per_turn",
-    "max_observation_tokens": "max_observation_tokens",
-}
-
-
-def eval_protocol(args: argparse.Namespace):
-    """The protocol of ``rexrag eval``: a run's own (``--checkpoint`` inside a run: the
-    one its ``eval_before``/``eval_after`` used), else the harness defaults; flags
-    override either. Prints where it came from."""
-    from agents.evaluation import EvalProtocol
-    from agents.rexrag.policy_eval import run_protocol
-    from agents.rexrag.training_run import run_config
+def _run_eval(args: argparse.Namespace) -> int:
+    from agents.evaluation import EvalProtocol, evaluate, make_agent
 
     datasets = tuple(name.strip() for name in args.datasets.split(",") if name.strip())
-    flags = {
-        name: getattr(args, name) for name in PROTOCOL_FIELDS if getattr(args, name) is not None
-    }
-    found = run_config(args.checkpoint) if args.checkpoint else None
-    if found is None:
-        decoding = "greedy" if args.agent in ("llm", "openai") else "scripted"
-        return EvalProtocol(datasets=datasets, limit=args.limit, decoding=decoding, **flags)
-    path, config = found
-    for name, value in flags.items():
-        setattr(config, PROTOCOL_FIELDS[name], value)
-    overridden = f" (overridden: {', '.join(sorted(flags))})" if flags else ""
-    print(f"protocol: the run's, from {path}{overridden}")
-    return run_protocol(config, datasets, args.limit)
-
-
-def _run_eval(args: argparse.Namespace) -> int:
-    from agents.evaluation import evaluate
-
+    overrides = {name: getattr(args, name) for name in _PROTOCOL_FLAGS}
+    overrides = {name: value for name, value in overrides.items() if value is not None}
     if args.checkpoint:
-        from agents.rexrag.training_run import resolve_policy
+        from agents.runs.policy_eval import checkpoint_evaluation
 
-        args.agent, args.model = "llm", str(resolve_policy(args.checkpoint))
-    protocol = eval_protocol(args)
+        policy, protocol, source = checkpoint_evaluation(
+            args.checkpoint, datasets, args.limit, overrides
+        )
+        args.agent, args.model = "llm", str(policy)
+        if source is not None:
+            overridden = f" (overridden: {', '.join(sorted(overrides))})" if overrides else ""
+            print(f"protocol: the run's, from {source}{overridden}")
+    else:
+        decoding = "greedy" if args.agent in ("llm", "openai") else "scripted"
+        protocol = EvalProtocol(datasets=datasets, limit=args.limit, decoding=decoding, **overrides)
     print(f"agent: {args.agent}" + (f" model={args.model}" if args.model else ""))
-    evaluate(make_agent(args, protocol), protocol, args.out, batch_size=args.batch_size)
+    agent = make_agent(args.agent, protocol, model=args.model, base_url=args.base_url)
+    evaluate(agent, protocol, args.out, batch_size=args.batch_size)
     print(f"results in {args.out}/ (per-question <dataset>.jsonl, summary.md, summary.json)")
     return 0
 
@@ -546,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rexrag`` console script."""
-    from agents.llm.openai_agent import ModelServerError
+    from agents.openai_agent import ModelServerError
     from rexrag_env.datasets import DatasetFormatError
     from rexrag_env.retrieval.base import RetrievalError
     from rexrag_env.retrieval.corpus import CorpusFormatError

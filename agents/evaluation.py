@@ -20,10 +20,17 @@ from tqdm.auto import tqdm
 
 from agents.base import BatchAgent
 from agents.llm.base import SamplingParams
-from agents.llm_agent import DEFAULT_MAX_OBSERVATION_TOKENS, LLMAgent
+from agents.llm_agent import LLMAgent
 from rexrag_env.datasets import QAExample, load_qa_dataset
 from rexrag_env.embedded import EMBEDDED_DATASETS
 from rexrag_env.env import SearchQAEnv
+from rexrag_env.protocol import (
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_MAX_OBSERVATION_TOKENS,
+    DEFAULT_MAX_TURNS,
+    DEFAULT_RETRIEVER,
+    DEFAULT_TOPK,
+)
 from rexrag_env.retrieval.base import Retriever
 from rexrag_env.retrieval.factory import make_retriever
 
@@ -39,10 +46,10 @@ class EvalProtocol:
     """
 
     datasets: tuple[str, ...] = EMBEDDED_DATASETS
-    retriever: str = "bm25"
-    topk: int = 3
-    max_turns: int = 5
-    max_new_tokens: int = SamplingParams.max_new_tokens
+    retriever: str = DEFAULT_RETRIEVER
+    topk: int = DEFAULT_TOPK
+    max_turns: int = DEFAULT_MAX_TURNS
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     max_observation_tokens: int = DEFAULT_MAX_OBSERVATION_TOKENS
     limit: int | None = None
     decoding: str = "greedy"
@@ -71,6 +78,32 @@ def protocol_llm_agent(
         sampling or SamplingParams(temperature=0.0, max_new_tokens=protocol.max_new_tokens),
         max_observation_tokens=protocol.max_observation_tokens,
     )
+
+
+#: The agents ``rexrag eval --agent`` names: scripted baselines, an LLM played here
+#: (``model``: alias, hub name or path), and a served model behind an OpenAI-compatible API.
+AGENT_KINDS = ("search-once", "no-search", "oracle", "llm", "openai")
+
+
+def make_agent(
+    kind: str, protocol: EvalProtocol, *, model: str | None = None, base_url: str | None = None
+) -> BatchAgent:
+    """The agent of ``kind`` for an evaluation under ``protocol``."""
+    from agents.base import SequentialAgents
+    from agents.scripted import NoSearchAgent, OracleAgent, SearchOnceAgent
+
+    scripted = {"search-once": SearchOnceAgent, "no-search": NoSearchAgent, "oracle": OracleAgent}
+    if kind in scripted:
+        return SequentialAgents(scripted[kind])
+    if kind not in AGENT_KINDS:
+        raise ValueError(f"agent {kind!r} is not one of {AGENT_KINDS}")
+    if not model:
+        raise ValueError(f"agent {kind} needs a model (--model)")
+    if kind == "openai":
+        from agents.openai_agent import OpenAIChatAgent
+
+        return SequentialAgents(lambda: OpenAIChatAgent(base_url, model))
+    return protocol_llm_agent(model, protocol)
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

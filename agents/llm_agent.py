@@ -11,12 +11,9 @@ import gymnasium as gym
 
 from agents.llm.base import Generator, SamplingParams
 from agents.llm.seeding import stream_seed
-from agents.trajectory import Component, Trajectory
-from rexrag_env.protocol import ActionType, parse_action
+from agents.trajectory import Component, Trajectory, observation_component
+from rexrag_env.protocol import DEFAULT_MAX_OBSERVATION_TOKENS, ActionType, parse_action
 from rexrag_env.retrieval.prefetch import PrefetchingRetriever
-
-#: Search-R1 truncates every observation to this many tokens (spec §1.2).
-DEFAULT_MAX_OBSERVATION_TOKENS = 500
 
 
 def prompt_token_ids(
@@ -141,7 +138,7 @@ class LLMAgent:
                 trajectory = trajectories[i]
                 trajectory.extend(generation.token_ids, Component.MODEL, generation.logprobs)
                 observation, _, terminated, truncated, info = envs[i].step(generation.text)
-                label = Component.FEEDBACK if info["action_type"] == "invalid" else Component.INFO
+                label = observation_component(info["action_type"])
                 observation_ids = self.observation_ids(observation) if observation else []
                 trajectory.extend(observation_ids, label)
                 if len(observation_ids) == self.max_observation_tokens:  # what the model saw

@@ -21,6 +21,13 @@ class Component(enum.IntEnum):
     PAD = 7  #: padding in a batch
 
 
+def observation_component(action_type: str) -> Component:
+    """The label of the observation that answers an action: the invalid-action notice
+    is FEEDBACK, anything else (passages, the empty end) INFO. Rollouts and SFT
+    demonstrations label alike."""
+    return Component.FEEDBACK if action_type == "invalid" else Component.INFO
+
+
 @dataclass
 class Turn:
     """One agent turn as the environment saw it (for humans, eval files and debugging)."""

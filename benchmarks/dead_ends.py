@@ -37,7 +37,7 @@ SETTINGS = (
 
 def greedy_accuracy(policy_dir, config, dataset: str, limit: int | None) -> float:
     """Greedy exact match (0-1) through the evaluation harness, the run's settings."""
-    from agents.rexrag.policy_eval import evaluate_policy
+    from agents.runs.policy_eval import evaluate_policy
 
     with tempfile.TemporaryDirectory() as out:
         summary = evaluate_policy(
@@ -48,7 +48,7 @@ def greedy_accuracy(policy_dir, config, dataset: str, limit: int | None) -> floa
 
 def run(preset: str, overrides: dict, iterations: int, eval_dataset: str, eval_limit: int | None):
     """One training run; returns its per-iteration metrics, test EM and wall time."""
-    from agents.rexrag.config import RexRagConfig
+    from agents.rexrag import RexRagConfig
     from agents.rexrag.rexrag import METRICS_KEY
 
     config = RexRagConfig.from_yaml(preset, overrides)
@@ -69,9 +69,9 @@ def main() -> None:
     import ray
 
     from agents.llm.models import resolve_model
-    from agents.rexrag.config import RexRagConfig
-    from agents.rexrag.curves import plot_panels
-    from agents.rexrag.policy_eval import dead_end_profile
+    from agents.rexrag import RexRagConfig
+    from agents.runs.curves import plot_panels
+    from agents.runs.policy_eval import dead_end_profile
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

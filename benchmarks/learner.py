@@ -88,7 +88,7 @@ def timed(step, repeats: int) -> float:
 
 
 def run_variant(variant: str, args) -> dict:
-    from agents.rexrag.config import RexRagConfig
+    from agents.rexrag import RexRagConfig
     from agents.rexrag.learner_batch import build_learner_batch
     from agents.rexrag.logprobs import response_token_logprobs
     from rexrag_env.spaces import UnicodeText

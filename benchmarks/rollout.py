@@ -107,9 +107,9 @@ def probe_overhead(iterations: int) -> list[tuple[str, dict[str, float]]]:
     """Mean per-iteration metrics of ``iterations`` RexRag iterations per setting."""
     import ray
 
-    from agents.rexrag.config import RexRagConfig
+    from agents.rexrag import RexRagConfig
     from agents.rexrag.rexrag import METRICS_KEY
-    from agents.rexrag.sanity_task import QUESTIONS_FILE, sanity_policy_path
+    from agents.warm_start.sanity_task import QUESTIONS_FILE, sanity_policy_path
 
     policy = sanity_policy_path()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

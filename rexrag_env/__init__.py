@@ -11,8 +11,11 @@ Importing the package registers ``rexrag_env/SearchQA-v0`` and ``rexrag_env/Synt
 
 import gymnasium
 
-from rexrag_env.datasets import QAExample, load_qa_dataset
+from rexrag_env.datasets import DATASETS, QAExample, load_qa_dataset
 from rexrag_env.env import SearchQAEnv
+from rexrag_env.retrieval.factory import RETRIEVERS
+from rexrag_env.retrieval.index import RETRIEVER_KINDS
+from rexrag_env.synthwiki import SPLITS as SYNTHWIKI_SPLITS
 
 SEARCH_QA_ENV_ID = "rexrag_env/SearchQA-v0"
 SYNTHWIKI_ENV_ID = "rexrag_env/SynthWiki-v0"
@@ -21,5 +24,14 @@ if SEARCH_QA_ENV_ID not in gymnasium.registry:
     gymnasium.register(id=SEARCH_QA_ENV_ID, entry_point="rexrag_env.env:SearchQAEnv")
 if SYNTHWIKI_ENV_ID not in gymnasium.registry:
     gymnasium.register(id=SYNTHWIKI_ENV_ID, entry_point="rexrag_env.synthwiki:make_synthwiki_env")
+
+# Named datasets and retrievers (the layers that look names up never import their makers).
+for _split in SYNTHWIKI_SPLITS:
+    DATASETS.register(
+        f"synthwiki/{_split}", "rexrag_env.synthwiki:synthwiki_split_path", split=_split
+    )
+for _kind in RETRIEVER_KINDS:
+    RETRIEVERS.register(_kind, "rexrag_env.embedded:embedded_retriever", kind=_kind)
+RETRIEVERS.register("synthwiki", "rexrag_env.synthwiki:synthwiki_retriever")
 
 __all__ = ["SEARCH_QA_ENV_ID", "SYNTHWIKI_ENV_ID", "QAExample", "SearchQAEnv", "load_qa_dataset"]

@@ -21,6 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from rexrag_env.embedded import EMBEDDED_DATASETS, embedded_dataset_path
+from rexrag_env.registry import NameRegistry
+
+#: Named datasets besides the embedded benchmarks: name -> a builder of its file path
+#: (``synthwiki/{train,validation,test}`` are registered by ``rexrag_env/__init__.py``).
+DATASETS = NameRegistry("dataset")
 
 _ANSWER_SPLIT = "<|answer_split|>"
 
@@ -164,15 +169,13 @@ def load_qa_dataset(source: str | Path) -> list[QAExample]:
     """
     if isinstance(source, str) and source in EMBEDDED_DATASETS:
         return list(_embedded_examples(source))
-    if isinstance(source, str) and source.startswith("synthwiki/"):
-        from rexrag_env.synthwiki import synthwiki_split_path
-
-        source = synthwiki_split_path(source.removeprefix("synthwiki/"))
+    if isinstance(source, str) and source in DATASETS:
+        source = DATASETS.build(source)
     path = Path(source)
     if not path.is_file():
+        names = ", ".join([*EMBEDDED_DATASETS, *DATASETS.names()])
         raise FileNotFoundError(
-            f"dataset {source!r} is neither an embedded dataset ({', '.join(EMBEDDED_DATASETS)}) "
-            "nor an existing file"
+            f"dataset {source!r} is neither a named dataset ({names}) nor an existing file"
         )
     is_parquet = path.suffix == ".parquet"
     examples = _read_parquet(path) if is_parquet else _read_jsonl(path, path.stem)

@@ -11,6 +11,9 @@ import gymnasium as gym
 from rexrag_env.datasets import QAExample, load_qa_dataset
 from rexrag_env.embedded import DEFAULT_DATASET
 from rexrag_env.protocol import (
+    DEFAULT_MAX_TURNS,
+    DEFAULT_RETRIEVER,
+    DEFAULT_TOPK,
     INVALID_ACTION_NOTICE,
     ActionType,
     format_information,
@@ -94,9 +97,9 @@ class SearchQAEnv(gym.Env[str, str]):
     def __init__(
         self,
         dataset: str | Path | Sequence[QAExample | Mapping[str, Any]] = DEFAULT_DATASET,
-        retriever: Retriever | str | Path = "bm25",
-        max_turns: int = 5,
-        topk: int = 3,
+        retriever: Retriever | str | Path = DEFAULT_RETRIEVER,
+        max_turns: int = DEFAULT_MAX_TURNS,
+        topk: int = DEFAULT_TOPK,
         render_mode: str | None = None,
     ):
         if not isinstance(max_turns, int) or max_turns < 0:

@@ -21,6 +21,15 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 #: Strings a generation backend stops at: the end of a complete action.
 STOP_STRINGS: tuple[str, ...] = (SEARCH_CLOSE, ANSWER_CLOSE)
 
+#: The protocol's defaults (spec §1.2, §5.1), one home each: the env, the evaluation
+#: harness, the sampler, RexRagConfig, the CLI and the retrieval service refer to these.
+DEFAULT_RETRIEVER = "bm25"  # over the shipped corpus
+DEFAULT_TOPK = 3  # passages per search
+DEFAULT_MAX_TURNS = 5  # search-enabled turns, then one final turn without search
+DEFAULT_MAX_NEW_TOKENS = 500  # sampled per turn
+DEFAULT_MAX_OBSERVATION_TOKENS = 500  # kept of each <information> block
+DEFAULT_TEMPERATURE = 1.0  # rollouts (evaluation is greedy)
+
 #: Observation for an action that is neither a complete search nor a complete answer
 #: (the REX-RAG release's shortened form of Search-R1's notice, spec §1.2).
 INVALID_ACTION_NOTICE = "\nMy action is invalid. "

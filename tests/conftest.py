@@ -98,9 +98,9 @@ def tiny_model_dir(private_cache):
 
 @pytest.fixture(scope="session")
 def answering_model_dir(private_cache):
-    """The sanity task's warm-started tiny policy (``agents.rexrag.sanity_task``), built
+    """The sanity task's warm-started tiny policy (``agents.warm_start.sanity_task``), built
     once per test session into the private cache."""
-    from agents.rexrag.sanity_task import sanity_policy_path
+    from agents.warm_start.sanity_task import sanity_policy_path
 
     return sanity_policy_path()
 
@@ -108,7 +108,7 @@ def answering_model_dir(private_cache):
 @pytest.fixture(scope="session")
 def capital_task(answering_model_dir):
     """The sanity task's questions (gold answer always "Paris")."""
-    from agents.rexrag.sanity_task import QUESTIONS_FILE
+    from agents.warm_start.sanity_task import QUESTIONS_FILE
 
     return answering_model_dir / QUESTIONS_FILE
 

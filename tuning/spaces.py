@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from agents.rexrag.config import RexRagConfig, packaged_yaml
+from agents.rexrag import RexRagConfig
+from agents.rexrag.preset_files import packaged_yaml
 
 SAMPLERS = ("grid", "choice", "uniform", "loguniform", "randint", "quniform")
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from agents.rexrag.config import RexRagConfig
+from agents.rexrag import RexRagConfig
 from tuning.spaces import load_space, mutations, to_tune
 
 SCHEDULERS = ("asha", "pbt", "fifo")

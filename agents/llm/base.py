@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
-from rexrag_env.protocol import STOP_STRINGS
+from rexrag_env.protocol import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, STOP_STRINGS
 
 FinishReason = Literal["stop", "eos", "length"]
 
@@ -23,10 +23,12 @@ class SamplingParams:
     rollout (T = 1, top-p 1, 500 new tokens per turn, stop after a complete action).
     """
 
-    temperature: float = 1.0
+    temperature: float = DEFAULT_TEMPERATURE
     top_p: float = 1.0
-    max_new_tokens: int = 500
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     stop: tuple[str, ...] = STOP_STRINGS
+    #: the call's seed; a backend draws each row from its own stream below it
+    #: (:func:`agents.llm.seeding.stream_seed`)
     seed: int | None = None
 
     def __post_init__(self) -> None:

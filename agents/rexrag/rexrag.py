@@ -1,4 +1,10 @@
-"""RexRag: the REX-RAG algorithm on RLlib's new API stack (DESIGN.md "data flow").
+"""RexRagConfig and RexRag: the REX-RAG algorithm on RLlib's new API stack.
+
+As RLlib's ``ppo.py``, the config and the algorithm share a module. The config holds
+every knob of a run (spec §5.1): defaults are the official run's
+(``run_grpo_sglang_fsdp.sh``); where the paper and the code disagree (spec §7) the
+code's choice is the default and the other is an option. Presets are YAML files of
+overrides (``presets/*.yaml``), not code branches.
 
 One ``training_step``: every EnvRunner samples its questions' groups (originals and
 probes); the learner recomputes π_old and π_ref over all tokens; the probe filter,
@@ -13,23 +19,48 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+import yaml
 from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core import COMPONENT_LEARNER_GROUP, DEFAULT_MODULE_ID
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
+from agents.evaluation import EvalProtocol
+from agents.llm.base import Generator, SamplingParams
 from agents.llm.seeding import stream_seed
-from agents.rexrag.config import RexRagConfig
-from agents.rexrag.env_runner import RolloutResult
+from agents.llm_agent import LLMAgent
+from agents.rexrag.correction import CORRECTION_MODES
+from agents.rexrag.env_runner import RexRagEnvRunner, RolloutResult
+from agents.rexrag.learner import RexRagLearner
 from agents.rexrag.learner_batch import build_learner_batch
-from agents.rexrag.probes import update_keep_ratio
+from agents.rexrag.preset_files import read_config_file
+from agents.rexrag.probes import (
+    KEEP_RATIO_DECAY,
+    default_exploratory_prompts,
+    load_exploratory_prompts,
+    update_keep_ratio,
+)
+from agents.rexrag.rl_module import CausalLMModule
 from agents.rexrag.rollout_metrics import rollout_metrics
 from agents.rexrag.token_batch import TokenBatch, select_rows, to_token_batch
 from rexrag_env.datasets import load_qa_dataset
+from rexrag_env.env import SearchQAEnv
+from rexrag_env.protocol import (
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_MAX_OBSERVATION_TOKENS,
+    DEFAULT_MAX_TURNS,
+    DEFAULT_RETRIEVER,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOPK,
+)
 
 #: Where RexRag's per-iteration metrics live in ``Algorithm.train()``'s result.
 METRICS_KEY = "rexrag"
@@ -42,6 +73,323 @@ class RolloutFailedError(RuntimeError):
     """An EnvRunner could not sample (e.g. its retriever is down): the iteration fails."""
 
 
+PROBE_TRIGGERS = ("wrong_answer", "dead_end_group")
+#: What the keep ratio does in an iteration that kept no probe: "decay" (official: the
+#: kept probes' accuracy counts as 0, so ρ ← decay·ρ) or "hold" (ρ unchanged).
+KEEP_RATIO_WHEN_NONE_KEPT = ("decay", "hold")
+BACKENDS = ("hf", "vllm")
+
+
+@dataclass
+class RexRagSettings:
+    """The REX-RAG-specific fields of :class:`RexRagConfig`, with the official defaults
+    (spec §5.1). Each field's comment is its documentation."""
+
+    #: The policy: a model alias (``tiny``, ``smollm2-135m``, …), hub name or
+    #: ``save_pretrained`` directory (spec §5.1: ``Qwen/Qwen2.5-3B``, the base model).
+    llm: str = "Qwen/Qwen2.5-3B"
+    #: Training questions: an embedded benchmark, a registered name
+    #: (``synthwiki/train``, ``tiny-sanity``) or a JSONL / Search-R1 parquet file.
+    dataset: str = "hotpotqa"
+    #: The search tool: ``bm25``/``dense`` (shipped corpus), ``synthwiki``, an index
+    #: directory or a ``rexrag serve`` URL (spec §1.2).
+    retriever: str = DEFAULT_RETRIEVER
+    #: Rollout generation: ``hf`` (transformers, CPU/GPU) or ``vllm`` (GPU).
+    backend: str = "hf"
+    #: Options passed to ``vllm.LLM`` with ``backend="vllm"``.
+    vllm_options: dict = field(default_factory=lambda: {"gpu_memory_utilization": 0.4})
+    #: Questions drawn per iteration (``data.train_batch_size``, spec §5.1).
+    questions_per_iteration: int = 512
+    #: Original rollouts per question (``n_agent``), the GRPO group before probes.
+    group_size: int = 5
+    #: Mixed sampling on; False is plain GRPO (Search-R1).
+    probes: bool = True
+    #: Probability that a triggering original spawns a probe (``revision_prob=20``:
+    #: ``randint(0, 100) < 20``, spec §3.2).
+    probe_prob: float = 20 / 101
+    #: ``wrong_answer`` (official: each wrong original) or ``dead_end_group`` (only
+    #: when all originals of the question fail, the paper's framing; spec §7 item 1).
+    probe_trigger: str = "wrong_answer"
+    #: The exploratory prompt pool: None (our 30 prompts), a list, or a file with one
+    #: prompt per line (spec §3.2 item 4).
+    exploratory_prompts: list[str] | str | None = None
+    #: Initial probe keep ratio ρ (spec §3.3; 0.12 in the official DAPO script).
+    keep_ratio: float = 0.08
+    #: EWMA decay of ρ: ρ ← decay·ρ + (1 - decay)·accuracy of kept probes (spec §3.3).
+    keep_ratio_decay: float = KEEP_RATIO_DECAY
+    #: ρ in an iteration that kept no probe: ``decay`` (official: accuracy 0) or ``hold``.
+    keep_ratio_when_none_kept: str = "decay"
+    #: K is rounded down to a multiple of this (the official run's GPU count, 8).
+    keep_multiple_of: int = 8
+    #: Policy correction: ``rexrag`` (token-level mixture, spec §4.3), ``none``
+    #: (probes as if on-policy) or ``sequence`` (trajectory-level weight, spec §4.2).
+    correction: str = "rexrag"
+    #: Truncation of the ``sequence`` correction's weight.
+    sequence_weight_cap: float = 2.0
+    #: Search-enabled turns, then one final turn without search (spec §1.2).
+    max_turns: int = DEFAULT_MAX_TURNS
+    #: Passages per search (spec §5.1).
+    topk: int = DEFAULT_TOPK
+    #: Tokens sampled per turn (spec §5.1).
+    max_new_tokens_per_turn: int = DEFAULT_MAX_NEW_TOKENS
+    #: Tokens kept of each observation (spec §5.1).
+    max_observation_tokens: int = DEFAULT_MAX_OBSERVATION_TOKENS
+    #: Rollout temperature; the learner's log-probs are taken at it too (spec §5.1).
+    temperature: float = DEFAULT_TEMPERATURE
+    #: Rollout nucleus (1: off, as the official run).
+    top_p: float = 1.0
+    #: PPO clip range [1 - clip_low, 1 + clip_high] (spec §4.4; DAPO: 0.2/0.28).
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    #: Coefficient of the k3 KL to the reference policy (spec §4.4).
+    kl_coeff: float = 0.001
+    #: Coefficient of the entropy bonus (0 in the official run).
+    entropy_coeff: float = 0.0
+    #: Linear warm-up of the learning rate, in iterations (int(0.285·1005), spec §5.1).
+    lr_warmup_steps: int = 286
+    #: AdamW weight decay (spec §5.1).
+    weight_decay: float = 0.01
+    #: Padded tokens per micro-batch (``ppo_max_token_len_per_gpu``): memory, not math.
+    max_tokens_per_micro_batch: int = 24000
+    #: Recompute activations in the backward pass (memory for time).
+    gradient_checkpointing: bool = False
+    #: > 0: train LoRA adapters of this rank instead of all weights (needs peft).
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_target_modules: str | list[str] = "all-linear"
+    #: ``rexrag train``: greedy test EM before and after training (None: none).
+    eval_dataset: str | None = None
+    #: The first N questions of ``eval_dataset``; None: all.
+    eval_limit: int | None = None
+
+
+_SETTINGS = tuple(f.name for f in fields(RexRagSettings))
+_BASE_FIELDS = (
+    "lr",
+    "grad_clip",
+    "minibatch_size",
+    "seed",
+    "num_env_runners",
+    "num_learners",
+    "num_gpus_per_learner",
+    "num_gpus_per_env_runner",
+)
+
+
+class RexRagConfig(AlgorithmConfig):
+    """Configuration of a REX-RAG (or plain GRPO, ``probes=False``) run.
+
+    Set fields with ``.training(...)`` like any RLlib config; ``lr`` (1e-6),
+    ``grad_clip`` (1.0) and ``minibatch_size`` (256 trajectories) are RLlib's own fields.
+    ``validate()`` names the field that is wrong.
+    """
+
+    def __init__(self, algo_class=None):
+        super().__init__(algo_class=algo_class or RexRag)
+        for name, value in vars(RexRagSettings()).items():
+            setattr(self, name, value)
+        self.lr = 1e-6
+        self.grad_clip = 1.0
+        self.minibatch_size = 256
+        self.env_runner_cls = RexRagEnvRunner
+        # Remote EnvRunners sample; a driver-side copy of the policy would only cost memory.
+        self.create_local_env_runner = False
+        self.restart_failed_env_runners = True
+
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        """The policy module: the configured causal LM (see :class:`CausalLMModule`)."""
+        return RLModuleSpec(
+            module_class=CausalLMModule,
+            model_config={
+                "model": self.llm,
+                "gradient_checkpointing": self.gradient_checkpointing,
+                # The entropy metric comes from the scoring pass; the update pays for
+                # a vocabulary-sized entropy only when it is a loss term.
+                "entropy": "loss" if self.entropy_coeff > 0 else None,
+                # π_old, π_θ and π_ref at the rollout temperature (greedy rollouts: T = 1,
+                # the convention of the samplers' log-probs)
+                "temperature": self.temperature if self.temperature > 0 else 1.0,
+                "lora": None
+                if self.lora_rank <= 0
+                else {
+                    "r": self.lora_rank,
+                    "alpha": self.lora_alpha,
+                    "target_modules": self.lora_target_modules,
+                },
+            },
+        )
+
+    def get_default_learner_class(self):
+        return RexRagLearner
+
+    def training(self, **kwargs) -> RexRagConfig:
+        ours = {k: kwargs.pop(k) for k in list(kwargs) if k in _SETTINGS}
+        super().training(**kwargs)
+        for name, value in ours.items():
+            if value is not NotProvided:
+                setattr(self, name, value)
+        return self
+
+    def validate(self) -> None:
+        self.check_settings()
+        super().validate()
+
+    def check_settings(self) -> None:
+        """The REX-RAG part of :meth:`validate`: raises ``ValueError`` naming each bad field."""
+        problems = []
+        if not isinstance(self.group_size, int) or self.group_size < 2:
+            problems.append(
+                f"group_size must be an integer >= 2 (GRPO needs a group), got {self.group_size!r}"
+            )
+        if not 0.0 <= self.probe_prob <= 1.0:
+            problems.append(f"probe_prob must be in [0, 1], got {self.probe_prob!r}")
+        if self.correction not in CORRECTION_MODES:
+            problems.append(
+                f"correction must be one of {CORRECTION_MODES}, got {self.correction!r}"
+            )
+        if self.probe_trigger not in PROBE_TRIGGERS:
+            problems.append(
+                f"probe_trigger must be one of {PROBE_TRIGGERS}, got {self.probe_trigger!r}"
+            )
+        if self.backend not in BACKENDS:
+            problems.append(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.keep_ratio < 0.0:
+            problems.append(f"keep_ratio must be >= 0, got {self.keep_ratio!r}")
+        if not 0.0 <= self.keep_ratio_decay <= 1.0:
+            problems.append(f"keep_ratio_decay must be in [0, 1], got {self.keep_ratio_decay!r}")
+        if self.keep_ratio_when_none_kept not in KEEP_RATIO_WHEN_NONE_KEPT:
+            problems.append(
+                f"keep_ratio_when_none_kept must be one of {KEEP_RATIO_WHEN_NONE_KEPT}, "
+                f"got {self.keep_ratio_when_none_kept!r}"
+            )
+        problems += self._probe_filter_problems()
+        if self.max_turns < 0 or self.topk < 1:
+            problems.append(
+                f"max_turns must be >= 0 and topk >= 1, got {self.max_turns!r}, {self.topk!r}"
+            )
+        if self.clip_low < 0 or self.clip_high < 0:
+            problems.append("clip_low and clip_high must be >= 0")
+        if not isinstance(self.questions_per_iteration, int) or self.questions_per_iteration < 1:
+            problems.append(
+                "questions_per_iteration must be an integer >= 1, "
+                f"got {self.questions_per_iteration!r}"
+            )
+        if self.max_tokens_per_micro_batch < 1:
+            problems.append(
+                f"max_tokens_per_micro_batch must be >= 1, got {self.max_tokens_per_micro_batch!r}"
+            )
+        if self.lora_rank > 0 and self.backend == "vllm":
+            problems.append(
+                "lora_rank > 0 needs backend 'hf' (the vLLM backend syncs full weights only)"
+            )
+        if self.sequence_weight_cap <= 0:
+            problems.append(f"sequence_weight_cap must be > 0, got {self.sequence_weight_cap!r}")
+        if self.probes:
+            try:
+                self.prompt_pool()
+            except (OSError, ValueError) as error:
+                problems.append(f"exploratory_prompts: {error}")
+        if problems:
+            raise ValueError("invalid RexRagConfig: " + "; ".join(problems))
+
+    def _probe_filter_problems(self) -> list[str]:
+        """The filter keeps K = ⌊originals·keep_ratio⌋ rounded down to a multiple of
+        ``keep_multiple_of`` probes (spec §3.3). Below one multiple K is 0 from the first
+        iteration, every spawned probe is discarded, and the keep ratio only decays: a
+        run that pays for probes and never trains on one. Refused, naming the fields."""
+        if not self.probes or self.probe_prob <= 0:
+            return []
+        originals = self.questions_per_iteration * self.group_size
+        if int(originals * self.keep_ratio) >= self.keep_multiple_of:
+            return []
+        return [
+            "with probes on, questions_per_iteration · group_size · keep_ratio "
+            f"({self.questions_per_iteration} · {self.group_size} · {self.keep_ratio:g} = "
+            f"{originals * self.keep_ratio:g}) is below keep_multiple_of "
+            f"({self.keep_multiple_of}), so no probe would ever be kept: raise "
+            "questions_per_iteration or keep_ratio, or lower keep_multiple_of (1 rounds to "
+            "any count; the official 8 is its GPU count)"
+        ]
+
+    # -- what a run builds from its config: one method each, for the EnvRunner, the
+    # evaluation of its policy and the CLI alike --------------------------------------
+
+    #: EvalProtocol fields -> the config fields a run's evaluation protocol takes.
+    EVAL_PROTOCOL_FIELDS: ClassVar[dict[str, str]] = {
+        "retriever": "retriever",
+        "topk": "topk",
+        "max_turns": "max_turns",
+        "max_new_tokens": "max_new_tokens_per_turn",
+        "max_observation_tokens": "max_observation_tokens",
+    }
+
+    def sampling_params(self, seed: int | None = None) -> SamplingParams:
+        """How rollouts sample one turn."""
+        return SamplingParams(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_new_tokens=self.max_new_tokens_per_turn,
+            seed=seed,
+        )
+
+    def make_env(self, dataset: Any, retriever: Any) -> SearchQAEnv:
+        """An environment with the run's turn and top-k limits over ``dataset`` (a name,
+        file or loaded examples) and ``retriever`` (a name, URL, path or object)."""
+        return SearchQAEnv(
+            dataset=dataset, retriever=retriever, max_turns=self.max_turns, topk=self.topk
+        )
+
+    def make_agent(self, generator: Generator, seed: int | None = None) -> LLMAgent:
+        """The rollout agent: ``generator`` sampling as configured, the run's observation
+        limit."""
+        return LLMAgent(
+            generator,
+            self.sampling_params(seed),
+            max_observation_tokens=self.max_observation_tokens,
+        )
+
+    def eval_protocol(self, datasets: Sequence[str], limit: int | None = None) -> EvalProtocol:
+        """The run's evaluation protocol: its retriever, top-k, turn and token limits,
+        greedy decoding. ``rexrag train``'s before/after numbers and ``rexrag eval
+        --checkpoint RUN`` both use it, so one policy gets one number."""
+        taken = {name: getattr(self, field) for name, field in self.EVAL_PROTOCOL_FIELDS.items()}
+        return EvalProtocol(datasets=tuple(datasets), limit=limit, **taken)
+
+    def prompt_pool(self) -> list[str]:
+        """The exploratory prompts: ours by default, a list, or a file with one per line."""
+        if self.exploratory_prompts is None:
+            return default_exploratory_prompts()
+        if isinstance(self.exploratory_prompts, (str, Path)):
+            return load_exploratory_prompts(self.exploratory_prompts)
+        prompts = [p for p in self.exploratory_prompts if isinstance(p, str) and p.strip()]
+        if not prompts:
+            raise ValueError("the exploratory prompt pool is empty")
+        return prompts
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """The run's settings as plain data (what a preset file holds)."""
+        return {name: getattr(self, name) for name in (*_BASE_FIELDS, *_SETTINGS)}
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_yaml_dict(), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, source: str | Path, overrides: dict[str, Any] | None = None) -> RexRagConfig:
+        """A config from a preset name (``tiny-cpu``) or a YAML file, then ``overrides``.
+
+        A file may start from another preset or file with ``base: NAME``; its own
+        fields override the base's.
+        """
+        values = {**read_config_file(source), **(overrides or {})}
+        unknown = sorted(set(values) - set(_BASE_FIELDS) - set(_SETTINGS))
+        if unknown:
+            raise ValueError(f"config {source}: unknown fields {unknown}")
+        config = cls()
+        for name, value in values.items():
+            setattr(config, name, value)
+        return config
+
+
 class RexRag(Algorithm):
     """REX-RAG (or GRPO with ``probes=False``) over :class:`RexRagEnvRunner` workers."""
 
@@ -52,7 +400,7 @@ class RexRag(Algorithm):
     def setup(self, config: RexRagConfig) -> None:
         super().setup(config)
         self.keep_ratio = config.keep_ratio
-        self.questions = load_qa_dataset(config.question_source())
+        self.questions = load_qa_dataset(config.dataset)
 
     # -- one iteration ---------------------------------------------------------------
 

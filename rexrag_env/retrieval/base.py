@@ -54,31 +54,6 @@ class Retriever(Protocol):
         ...
 
 
-class IndexedRetriever:
-    """Base of the in-process retrievers: read-only handles to a (possibly huge) index.
-
-    A deep copy shares the index instead of duplicating it (``gymnasium`` and RLlib
-    copy environments), and a pickle (sending an env to a Ray worker) reopens the
-    index from its directory on the other side.
-    """
-
-    #: The directory the index was loaded from; set by ``load_retriever``.
-    index_dir: str | None = None
-
-    def __deepcopy__(self, memo: dict) -> IndexedRetriever:
-        return self
-
-    def __reduce__(self):
-        if self.index_dir is None:
-            raise TypeError(
-                f"this {type(self).__name__} lives only in memory: save it with build_index(...) "
-                "and open it with load_retriever(dir) to send it to another process"
-            )
-        from rexrag_env.retrieval.index import load_retriever
-
-        return (load_retriever, (self.index_dir, str(self.corpus.source)))  # type: ignore[attr-defined]
-
-
 class RetrievalError(RuntimeError):
     """A retriever could not answer (bad index, unreachable service, bad response)."""
 

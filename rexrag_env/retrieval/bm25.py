@@ -13,8 +13,9 @@ import bm25s
 import numpy as np
 import Stemmer
 
-from rexrag_env.retrieval.base import IndexedRetriever, Passage, check_search_args
+from rexrag_env.retrieval.base import Passage, check_search_args
 from rexrag_env.retrieval.corpus import Corpus
+from rexrag_env.retrieval.index import IndexedRetriever
 
 _PARAMS_FILE = "rexrag_bm25.json"
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import requests
 
 from rexrag_env.retrieval.base import (
@@ -12,6 +10,7 @@ from rexrag_env.retrieval.base import (
     RetrieverUnavailableError,
     check_search_args,
 )
+from rexrag_env.retrying_http import AttemptsExhaustedError, request_with_retries
 
 
 class HTTPRetriever:
@@ -69,33 +68,32 @@ class HTTPRetriever:
 
     def _request(self, method: str, path: str, body: dict | None) -> dict:
         url = self.url + path
-        last_error = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                response = self._session.request(method, url, json=body, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as error:
-                last_error = f"{type(error).__name__}: {error}"
-                continue
-            if response.status_code >= 500:
-                last_error = f"HTTP {response.status_code}: {response.text[:500]}"
-                continue
-            if response.status_code >= 400:
-                raise RetrievalError(
-                    f"retrieval service at {url} rejected the request "
-                    f"(HTTP {response.status_code}): {response.text[:500]}"
-                )
-            try:
-                return response.json()
-            except ValueError as error:
-                raise RetrievalError(
-                    f"retrieval service at {url} did not answer JSON: {response.text[:200]!r}"
-                ) from error
-        raise RetrieverUnavailableError(
-            f"retrieval service at {url} is unavailable after {self.max_retries + 1} attempts "
-            f"({last_error}); is `rexrag serve` running there?"
-        )
+        try:
+            response = request_with_retries(
+                self._session,
+                method,
+                url,
+                max_retries=self.max_retries,
+                backoff=self.backoff,
+                json=body,
+                timeout=self.timeout,
+            )
+        except AttemptsExhaustedError as error:
+            raise RetrieverUnavailableError(
+                f"retrieval service at {url} is unavailable after {self.max_retries + 1} "
+                f"attempts ({error}); is `rexrag serve` running there?"
+            ) from error
+        if response.status_code >= 400:
+            raise RetrievalError(
+                f"retrieval service at {url} rejected the request "
+                f"(HTTP {response.status_code}): {response.text[:500]}"
+            )
+        try:
+            return response.json()
+        except ValueError as error:
+            raise RetrievalError(
+                f"retrieval service at {url} did not answer JSON: {response.text[:200]!r}"
+            ) from error
 
     def __reduce__(self):
         # requests.Session is not picklable; a copy sent to a Ray worker opens its own.

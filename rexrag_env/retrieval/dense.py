@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from rexrag_env.retrieval.base import IndexedRetriever, Passage, RetrievalError, check_search_args
+from rexrag_env.retrieval.base import Passage, RetrievalError, check_search_args
 from rexrag_env.retrieval.corpus import Corpus
+from rexrag_env.retrieval.index import IndexedRetriever
 
 DEFAULT_ENCODER = "minilm"
 INDEX_TYPES = ("flat", "ivf", "hnsw")

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rexrag_env.registry import NameRegistry
 from rexrag_env.retrieval.base import Retriever
-from rexrag_env.retrieval.index import RETRIEVER_KINDS, load_retriever
+from rexrag_env.retrieval.index import load_retriever
+
+#: Named retrievers: name -> builder ("bm25" and "dense" over the shipped corpus,
+#: "synthwiki"; registered by ``rexrag_env/__init__.py``).
+RETRIEVERS = NameRegistry("retriever")
 
 
 def make_retriever(spec: Retriever | str | Path) -> Retriever:
     """Resolve a retriever spec.
 
-    Accepted: a :class:`Retriever` object (used as is); ``"bm25"`` or ``"dense"`` (an
-    index over the shipped corpus, built on first use and cached); ``"synthwiki"``
-    (BM25 over the generated SynthWiki corpus); an ``http(s)://``
-    URL of a retrieval service; the path of an index directory from ``rexrag index``.
+    Accepted: a :class:`Retriever` object (used as is); a name in :data:`RETRIEVERS`
+    (``"bm25"`` or ``"dense"``: an index over the shipped corpus, built on first use
+    and cached; ``"synthwiki"``: BM25 over the generated SynthWiki corpus); an
+    ``http(s)://`` URL of a retrieval service; the path of an index directory from
+    ``rexrag index``.
     """
     if not isinstance(spec, (str, Path)):
         if not isinstance(spec, Retriever):
@@ -23,14 +29,8 @@ def make_retriever(spec: Retriever | str | Path) -> Retriever:
             )
         return spec
     text = str(spec)
-    if text == "synthwiki":
-        from rexrag_env.synthwiki import synthwiki_retriever
-
-        return synthwiki_retriever()
-    if text in RETRIEVER_KINDS:
-        from rexrag_env.embedded import embedded_retriever
-
-        return embedded_retriever(text)
+    if text in RETRIEVERS:
+        return RETRIEVERS.build(text)
     if text.startswith(("http://", "https://")):
         from rexrag_env.retrieval.client import HTTPRetriever
 
@@ -38,6 +38,6 @@ def make_retriever(spec: Retriever | str | Path) -> Retriever:
     if Path(text).is_dir():
         return load_retriever(text)
     raise ValueError(
-        f"retriever {text!r} is not one of {RETRIEVER_KINDS}, an http(s):// service URL "
-        "or an index directory"
+        f"retriever {text!r} is not one of {tuple(RETRIEVERS.names())}, an http(s):// "
+        "service URL or an index directory"
     )

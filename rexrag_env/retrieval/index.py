@@ -12,12 +12,41 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from rexrag_env.registry import NameRegistry
 from rexrag_env.retrieval.base import RetrievalError, Retriever
 from rexrag_env.retrieval.corpus import Corpus
 
 META_FILE = "rexrag_index.json"
-RETRIEVER_KINDS = ("bm25", "dense")
 _FORMAT_VERSION = 1
+#: The index backends by kind (a ``load``/``build``/``save`` class each); named, not
+#: imported, because the backends subclass :class:`IndexedRetriever` from this module.
+_BACKENDS = NameRegistry("retriever kind")
+_BACKENDS.register("bm25", "rexrag_env.retrieval.bm25:BM25Retriever")
+_BACKENDS.register("dense", "rexrag_env.retrieval.dense:DenseRetriever")
+RETRIEVER_KINDS = tuple(_BACKENDS.names())
+
+
+class IndexedRetriever:
+    """Base of the in-process retrievers: read-only handles to a (possibly huge) index.
+
+    A deep copy shares the index instead of duplicating it (``gymnasium`` and RLlib
+    copy environments), and a pickle (sending an env to a Ray worker) reopens the
+    index from its directory on the other side.
+    """
+
+    #: The directory the index was loaded from; set by ``load_retriever``.
+    index_dir: str | None = None
+
+    def __deepcopy__(self, memo: dict) -> IndexedRetriever:
+        return self
+
+    def __reduce__(self):
+        if self.index_dir is None:
+            raise TypeError(
+                f"this {type(self).__name__} lives only in memory: save it with build_index(...) "
+                "and open it with load_retriever(dir) to send it to another process"
+            )
+        return (load_retriever, (self.index_dir, str(self.corpus.source)))  # type: ignore[attr-defined]
 
 
 def build_index(
@@ -110,12 +139,6 @@ def load_retriever(
 
 
 def _backend(kind: str):
-    if kind == "bm25":
-        from rexrag_env.retrieval.bm25 import BM25Retriever
-
-        return BM25Retriever
-    if kind == "dense":
-        from rexrag_env.retrieval.dense import DenseRetriever
-
-        return DenseRetriever
-    raise RetrievalError(f"unknown retriever kind {kind!r} in index metadata")
+    if kind not in _BACKENDS:
+        raise RetrievalError(f"unknown retriever kind {kind!r} in index metadata")
+    return _BACKENDS.resolve(kind)

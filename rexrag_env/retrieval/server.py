@@ -18,9 +18,9 @@ import uvicorn
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
+from rexrag_env.protocol import DEFAULT_TOPK
 from rexrag_env.retrieval.base import Retriever
 
-DEFAULT_TOPK = 3
 MAX_QUERIES_PER_REQUEST = 4096
 MAX_QUERY_CHARS = 8192
 MAX_TOPK = 1000

@@ -1,8 +1,8 @@
 """Every shipped agent conforms to the agent protocols."""
 
 from agents.base import Agent, BatchAgent, SequentialAgents, run_episode
-from agents.llm.openai_agent import OpenAIChatAgent
 from agents.llm_agent import LLMAgent
+from agents.openai_agent import OpenAIChatAgent
 from agents.scripted import NoSearchAgent, OracleAgent, SearchOnceAgent
 from rexrag_env import SearchQAEnv
 

@@ -63,7 +63,9 @@ def test_quickstart_runs_the_main_job(tmp_path):
     assert "em=" in result.stdout
     assert "iter 2/2" in result.stdout and "accuracy of originals" in result.stdout
     (run,) = tmp_path.iterdir()
-    assert (run / "metrics.csv").is_file() and (run / "iteration_000002" / "policy").is_dir()
+    assert json.loads((run / "baseline" / "summary.json").read_text())["hotpotqa"]["n"] == 20
+    train = run / "train"
+    assert (train / "metrics.csv").is_file() and (train / "iteration_000002" / "policy").is_dir()
 
 
 def test_serve_binds_loopback_by_default_and_answers(free_port):

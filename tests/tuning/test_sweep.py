@@ -13,7 +13,7 @@ import time
 import pytest
 import yaml
 
-from agents.rexrag.config import RexRagConfig
+from agents.rexrag import RexRagConfig
 from tuning.spaces import load_space, mutations, shipped_spaces, to_tune
 from tuning.sweep import run_sweep
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from agents.rexrag.config import RexRagConfig, presets
+from agents.rexrag import RexRagConfig
+from agents.rexrag.preset_files import presets
 
 
 def test_official_defaults():
@@ -83,14 +84,18 @@ def test_presets_load_and_validate():
 
 
 def test_synthwiki_presets_match_the_warm_start_they_train():
-    from agents.rexrag.synthwiki_policy import WARM_STARTS
+    from agents.warm_start.synthwiki_policy import WARM_STARTS
 
     for name, alias in (("tiny-synthwiki", "tiny-synthwiki"), ("smollm2-cpu", "smollm2-synthwiki")):
         config = RexRagConfig.from_yaml(name)  # smollm2-cpu: base tiny-synthwiki
         recipe = WARM_STARTS[alias]
         assert config.llm == alias and config.eval_dataset == "synthwiki/test"
         # rollouts see the passages and turns the demonstrations saw
-        assert (config.topk, config.max_turns) == (recipe.topk, recipe.max_turns)
+        assert (config.topk, config.max_turns, config.max_observation_tokens) == (
+            recipe.topk,
+            recipe.max_turns,
+            recipe.max_observation_tokens,
+        )
         config.check_settings()
 
 

@@ -7,7 +7,7 @@ import torch
 from ray.rllib.core import COMPONENT_RL_MODULE
 from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 
-from agents.rexrag.config import RexRagConfig
+from agents.rexrag import RexRagConfig
 from agents.rexrag.env_runner import RexRagEnvRunner
 from agents.trajectory import Component
 

@@ -8,7 +8,7 @@ import torch
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from transformers import AutoModelForCausalLM
 
-from agents.rexrag.config import RexRagConfig
+from agents.rexrag import RexRagConfig
 from agents.rexrag.learner import RexRagLearner, micro_batches, warmup_learning_rate
 from agents.rexrag.rexrag import _LEARNER_METRICS, _learner_values
 from rexrag_env.spaces import UnicodeText

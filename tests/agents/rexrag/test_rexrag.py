@@ -13,12 +13,11 @@ import pytest
 import torch
 from ray.rllib.core import DEFAULT_MODULE_ID
 
-from agents.rexrag.config import RexRagConfig
+from agents.rexrag import RexRagConfig
 from agents.rexrag.probes import PromptPool
 from agents.rexrag.rexrag import METRICS_KEY, RolloutFailedError
 from agents.trajectory import Component
-
-from .conftest import tiny_config
+from tests.agents.conftest import tiny_config
 
 
 def learner_weights(algo) -> dict[str, torch.Tensor]:

@@ -24,13 +24,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agents.rexrag.config import RexRagConfig
-from agents.rexrag.curves import plot_run
+from agents.rexrag import RexRagConfig
 from agents.rexrag.rexrag import METRICS_KEY
-
-CHECKPOINT_PREFIX = "iteration_"
-COMPLETE_MARKER = "COMPLETE"
-POLICY_DIR = "policy"
+from agents.runs.curves import plot_run
+from agents.runs.policy_eval import evaluate_policy
+from agents.runs.run_directory import (
+    CHECKPOINT_PREFIX,
+    COMPLETE_MARKER,
+    POLICY_DIR,
+    RunDirectoryError,
+    complete_checkpoints,
+    resolve_policy,
+)
 
 #: (metric, label, format) of the one-line progress report.
 PROGRESS_FIELDS = (
@@ -46,41 +51,6 @@ PROGRESS_FIELDS = (
     ("clip_fraction", "clip", ".3f"),
     ("searches_per_trajectory", "searches", ".2f"),
 )
-
-
-class RunDirectoryError(ValueError):
-    """The run directory cannot be used as asked (would overwrite, or nothing to resume)."""
-
-
-def complete_checkpoints(run_dir: str | Path) -> list[Path]:
-    """The run's complete checkpoints, oldest first."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return []
-    return sorted(
-        path for path in run_dir.glob(f"{CHECKPOINT_PREFIX}*") if (path / COMPLETE_MARKER).is_file()
-    )
-
-
-def resolve_policy(path: str | Path) -> Path:
-    """The Hugging Face policy directory of a checkpoint or of a run's latest checkpoint."""
-    path = Path(path)
-    if (path / POLICY_DIR).is_dir():
-        return path / POLICY_DIR
-    checkpoints = complete_checkpoints(path)
-    if not checkpoints:
-        raise RunDirectoryError(f"{path} is neither a checkpoint nor a run with a complete one")
-    return checkpoints[-1] / POLICY_DIR
-
-
-def run_config(path: str | Path) -> tuple[Path, RexRagConfig] | None:
-    """The ``config.yaml`` of the run that ``path`` (a run, one of its checkpoints, or a
-    checkpoint's ``policy/``) belongs to, and the config; None outside a run."""
-    path = Path(path).resolve()
-    for directory in (path, *list(path.parents)[:2]):
-        if (directory / "config.yaml").is_file():
-            return directory / "config.yaml", RexRagConfig.from_yaml(directory / "config.yaml")
-    return None
 
 
 def progress_line(iteration: int, total: int, metrics: dict[str, float]) -> str:
@@ -211,8 +181,6 @@ def evaluate_into(
 ) -> dict[str, float]:
     """Greedy EM of ``policy`` on the config's eval dataset, recorded in ``out`` (a run
     resumed after this evaluation finds it there and does not redo it)."""
-    from agents.rexrag.policy_eval import evaluate_policy
-
     summary = evaluate_policy(
         policy, config, [config.eval_dataset], out, limit=config.eval_limit, log=lambda _: None
     )["average"]

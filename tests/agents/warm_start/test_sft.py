@@ -4,9 +4,9 @@ import random
 
 from agents.base import run_episode
 from agents.llm.models import load_model_and_tokenizer
-from agents.rexrag.sanity_task import GuessingAgent
-from agents.rexrag.sft import supervised_finetune, tokenize_demonstration
 from agents.trajectory import Component
+from agents.warm_start.sanity_task import GuessingAgent
+from agents.warm_start.sft import supervised_finetune, tokenize_demonstration
 from rexrag_env.env import SearchQAEnv
 
 

@@ -10,26 +10,31 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from agents.evaluation import EvalProtocol, evaluate, protocol_llm_agent
-from agents.rexrag.config import RexRagConfig
+from agents.rexrag import RexRagConfig
+from agents.runs.run_directory import resolve_policy, run_config
 
 
-def run_protocol(
-    config: RexRagConfig, datasets: Sequence[str], limit: int | None = None
-) -> EvalProtocol:
-    """The evaluation protocol of a run: its retriever, top-k, turn and token limits,
-    greedy decoding. ``rexrag train``'s before/after numbers and ``rexrag eval
-    --checkpoint RUN`` both use it, so one policy gets one number."""
-    return EvalProtocol(
-        datasets=tuple(datasets),
-        retriever=config.retriever,
-        topk=config.topk,
-        max_turns=config.max_turns,
-        max_new_tokens=config.max_new_tokens_per_turn,
-        max_observation_tokens=config.max_observation_tokens,
-        limit=limit,
-    )
+def checkpoint_evaluation(
+    checkpoint: str | Path,
+    datasets: Sequence[str],
+    limit: int | None,
+    overrides: dict[str, Any],
+) -> tuple[Path, EvalProtocol, Path | None]:
+    """``(policy directory, protocol, config.yaml it came from)`` for evaluating a
+    checkpoint: inside a run, the run's protocol (what its ``eval_before`` and
+    ``eval_after`` used), else the harness defaults; ``overrides`` (EvalProtocol
+    fields) win over either."""
+    policy = resolve_policy(checkpoint)
+    found = run_config(checkpoint)
+    if found is None:
+        return policy, EvalProtocol(datasets=tuple(datasets), limit=limit, **overrides), None
+    source, config = found
+    for name, value in overrides.items():
+        setattr(config, config.EVAL_PROTOCOL_FIELDS[name], value)
+    return policy, config.eval_protocol(datasets, limit), source
 
 
 def evaluate_policy(
@@ -44,10 +49,10 @@ def evaluate_policy(
 ) -> dict[str, dict[str, float]]:
     """EM / F1 / cover-EM (×100) and searches per question of the policy in
     ``policy_dir`` (an alias or ``save_pretrained`` directory) on the first ``limit``
-    questions of each of ``datasets``, under the run's protocol (:func:`run_protocol`);
-    per-question records and the summary (per dataset and ``"average"``) are written
-    to ``out_dir``."""
-    protocol = run_protocol(config, datasets, limit)
+    questions of each of ``datasets``, under the run's protocol
+    (:meth:`RexRagConfig.eval_protocol`); per-question records and the summary (per
+    dataset and ``"average"``) are written to ``out_dir``."""
+    protocol = config.eval_protocol(datasets, limit)
     agent = protocol_llm_agent(str(policy_dir), protocol)
     return evaluate(agent, protocol, out_dir, batch_size=batch_size, progress=False, log=log)
 
@@ -72,34 +77,21 @@ def dead_end_profile(
     """
     from collections import Counter
 
-    from agents.llm.base import SamplingParams
+    from agents.llm.hf import HFGenerator
     from rexrag_env.datasets import load_qa_dataset
-    from rexrag_env.env import SearchQAEnv
     from rexrag_env.retrieval.factory import make_retriever
 
     examples = load_qa_dataset(dataset)
     retriever = make_retriever(config.retriever)
-
-    def env() -> SearchQAEnv:
-        return SearchQAEnv(
-            dataset=examples, retriever=retriever, max_turns=config.max_turns, topk=config.topk
-        )
-
     indices = [
         i for i, example in enumerate(examples) if example.metadata.get("num_hops", 0) >= min_hops
     ][:limit]
     if not indices:
         raise ValueError(f"{dataset!r} has no questions of {min_hops}+ hops (metadata num_hops)")
     group = config.group_size
-    sampling = SamplingParams(
-        temperature=config.temperature,
-        top_p=config.top_p,
-        max_new_tokens=config.max_new_tokens_per_turn,
-        seed=seed,
-    )
-    agent = protocol_llm_agent(str(policy_dir), run_protocol(config, [dataset]), sampling)
+    agent = config.make_agent(HFGenerator.from_pretrained(str(policy_dir)), seed)
     rollouts = agent.play(
-        [env() for _ in range(len(indices) * group)],
+        [config.make_env(examples, retriever) for _ in range(len(indices) * group)],
         [{"index": i} for i in indices for _ in range(group)],
     )
     dead, same_wrong = 0, 0

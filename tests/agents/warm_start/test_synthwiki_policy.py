@@ -7,10 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from agents.llm.models import WARM_START_ALIASES, load_model_and_tokenizer
-from agents.rexrag.config import RexRagConfig
+from agents import SYNTHWIKI_WARM_STARTS
+from agents.llm.models import load_model_and_tokenizer
+from agents.rexrag import RexRagConfig
 from agents.rexrag.rexrag import METRICS_KEY
-from agents.rexrag.synthwiki_policy import (
+from agents.warm_start.synthwiki_policy import (
     TINY_BASE,
     WARM_STARTS,
     SynthWikiWarmStart,
@@ -19,7 +20,7 @@ from agents.rexrag.synthwiki_policy import (
 
 
 def test_every_warm_start_is_a_model_alias_and_its_cache_name_follows_its_recipe():
-    assert set(WARM_STARTS) == set(WARM_START_ALIASES)
+    assert set(WARM_STARTS) == set(SYNTHWIKI_WARM_STARTS)
     recipe = WARM_STARTS["tiny-synthwiki"]
     assert recipe.base == TINY_BASE
     assert recipe.cache_name("x") == replace(recipe).cache_name("x")
@@ -46,10 +47,10 @@ def test_a_doubting_demonstration_acts_on_the_doubt_but_is_not_trained_to_doubt(
 
     import rexrag_env
     from agents.base import run_episode
-    from agents.rexrag.sft import tokenize_demonstration
-    from agents.rexrag.synthwiki_policy import doubting
     from agents.scripted import CHAIN_COMPLETE, EvidenceChainAgent
     from agents.trajectory import Component
+    from agents.warm_start.sft import tokenize_demonstration
+    from agents.warm_start.synthwiki_policy import doubting
 
     env = gym.make(rexrag_env.SYNTHWIKI_ENV_ID, split="train").unwrapped
     index = next(i for i, e in enumerate(env.examples) if e.metadata["num_hops"] == 2)
@@ -112,7 +113,7 @@ def test_two_rexrag_iterations_on_synthwiki_produce_probes_and_finite_metrics(
 
 
 def test_the_dead_end_profile_of_a_policy_that_always_commits(committing_policy):
-    from agents.rexrag.policy_eval import dead_end_profile
+    from agents.runs.policy_eval import dead_end_profile
 
     config = RexRagConfig.from_yaml(
         "tiny-synthwiki", {"group_size": 3, "max_new_tokens_per_turn": 32}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import ray
 
-from agents.rexrag.config import RexRagConfig
+from agents.rexrag import RexRagConfig
 
 
 def tiny_config(model_dir, task, **overrides) -> RexRagConfig:

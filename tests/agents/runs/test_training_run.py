@@ -9,9 +9,9 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 from agents.cli import main, parse_overrides
-from agents.rexrag.training_run import complete_checkpoints, resolve_policy, train
-
-from .conftest import tiny_config
+from agents.runs.run_directory import complete_checkpoints, resolve_policy
+from agents.runs.training_run import train
+from tests.agents.conftest import tiny_config
 
 
 def overrides(model_dir, task, **extra):

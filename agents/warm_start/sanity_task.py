@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from agents.rexrag.sft import collect_demonstrations, supervised_finetune
+from agents.warm_start.sft import collect_demonstrations, supervised_finetune
 from rexrag_env.datasets import load_qa_dataset
 from rexrag_env.env import SearchQAEnv
 from rexrag_env.retrieval.base import Retriever
@@ -105,3 +105,8 @@ def sanity_policy_path(seed: int = 0) -> Path:
         tokenizer.save_pretrained(directory)
 
     return build_once(cache_dir() / "models" / f"tiny-sanity-{seed}-v1", build)
+
+
+def sanity_questions_path(seed: int = 0) -> Path:
+    """The sanity task's questions (the ``tiny-sanity`` dataset name)."""
+    return sanity_policy_path(seed) / QUESTIONS_FILE

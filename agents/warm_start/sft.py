@@ -23,8 +23,8 @@ from agents.llm_agent import prompt_token_ids
 from agents.rexrag.logprobs import response_token_logprobs
 from agents.rexrag.losses import masked_mean
 from agents.rexrag.token_batch import to_token_batch
-from agents.trajectory import Component, Trajectory
-from rexrag_env.protocol import make_prompt_messages
+from agents.trajectory import Component, Trajectory, observation_component
+from rexrag_env.protocol import DEFAULT_MAX_OBSERVATION_TOKENS, make_prompt_messages
 
 
 def supervised_finetune(
@@ -78,7 +78,7 @@ def supervised_finetune(
 
 
 def tokenize_demonstration(
-    trajectory: Trajectory, tokenizer, max_observation_tokens: int = 500
+    trajectory: Trajectory, tokenizer, max_observation_tokens: int = DEFAULT_MAX_OBSERVATION_TOKENS
 ) -> Trajectory:
     """A text trajectory (any agent's, e.g. a scripted one) as a token demonstration.
 
@@ -97,7 +97,7 @@ def tokenize_demonstration(
         demonstration.extend(
             tokenizer.encode(turn.action, add_special_tokens=False), Component.MODEL
         )
-        label = Component.FEEDBACK if turn.action_type == "invalid" else Component.INFO
+        label = observation_component(turn.action_type)
         observation = tokenizer.encode(turn.observation, add_special_tokens=False)
         demonstration.extend(observation[:max_observation_tokens], label)
     return demonstration
@@ -110,7 +110,7 @@ def collect_demonstrations(
     *,
     repeats: int = 1,
     seed: int = 0,
-    max_observation_tokens: int = 500,
+    max_observation_tokens: int = DEFAULT_MAX_OBSERVATION_TOKENS,
     edit: Callable[[Trajectory, random.Random], Trajectory] | None = None,
 ) -> list[Trajectory]:
     """``repeats`` token demonstrations per question of ``env`` (a ``SearchQAEnv``), each

@@ -8,7 +8,6 @@ needed, not the ``openai`` package.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,10 +17,12 @@ from agents.llm.base import SamplingParams
 from rexrag_env.protocol import (
     ANSWER_CLOSE,
     ANSWER_OPEN,
+    DEFAULT_MAX_NEW_TOKENS,
     SEARCH_CLOSE,
     SEARCH_OPEN,
     STOP_STRINGS,
 )
+from rexrag_env.retrying_http import AttemptsExhaustedError, request_with_retries
 
 
 class ModelServerError(RuntimeError):
@@ -87,7 +88,7 @@ class OpenAIChatAgent:
         api_key: str | None = None,
         temperature: float = 0.0,
         top_p: float = 1.0,
-        max_tokens: int = 500,
+        max_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         timeout: float = 60.0,
         max_retries: int = 3,
         backoff: float = 0.5,
@@ -178,36 +179,35 @@ class OpenAIChatAgent:
 
     def _post(self, body: dict[str, Any]) -> Any:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        last_error = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                response = self.session.post(
-                    self.url, json=body, headers=headers, timeout=self.timeout
-                )
-            except (requests.ConnectionError, requests.Timeout) as error:
-                last_error = f"{type(error).__name__}: {error}"
-                continue
-            if response.status_code >= 500 or response.status_code == 429:
-                last_error = f"HTTP {response.status_code}: {response.text[:500]}"
-                continue
-            if response.status_code >= 400:
-                raise ModelServerError(
-                    f"model server at {self.url} rejected the request "
-                    f"(HTTP {response.status_code}): {response.text[:500]}\n{self._hint(body)}"
-                )
-            try:
-                return response.json()
-            except ValueError as error:
-                raise ModelServerError(
-                    f"model server at {self.url} did not answer JSON: {response.text[:200]!r}"
-                ) from error
-        raise ModelServerUnavailableError(
-            f"model server at {self.url} is unavailable after {self.max_retries + 1} attempts "
-            f"({last_error}); is an OpenAI-compatible server (e.g. `vllm serve {self.model}`) "
-            "running there?"
-        )
+        try:
+            response = request_with_retries(
+                self.session,
+                "POST",
+                self.url,
+                max_retries=self.max_retries,
+                backoff=self.backoff,
+                retryable=lambda status: status >= 500 or status == 429,  # 429: rate limited
+                json=body,
+                headers=headers,
+                timeout=self.timeout,
+            )
+        except AttemptsExhaustedError as error:
+            raise ModelServerUnavailableError(
+                f"model server at {self.url} is unavailable after {self.max_retries + 1} "
+                f"attempts ({error}); is an OpenAI-compatible server (e.g. `vllm serve "
+                f"{self.model}`) running there?"
+            ) from error
+        if response.status_code >= 400:
+            raise ModelServerError(
+                f"model server at {self.url} rejected the request "
+                f"(HTTP {response.status_code}): {response.text[:500]}\n{self._hint(body)}"
+            )
+        try:
+            return response.json()
+        except ValueError as error:
+            raise ModelServerError(
+                f"model server at {self.url} did not answer JSON: {response.text[:200]!r}"
+            ) from error
 
     def _hint(self, body: dict[str, Any]) -> str:
         hint = (

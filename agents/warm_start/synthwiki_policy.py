@@ -31,9 +31,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from agents.rexrag.probes import default_exploratory_prompts
-from agents.rexrag.sft import collect_demonstrations, supervised_finetune
 from agents.scripted import CHAIN_COMPLETE, EvidenceChainAgent, OverconfidentAgent
 from agents.trajectory import Trajectory, Turn
+from agents.warm_start.sft import collect_demonstrations, supervised_finetune
 from rexrag_env.protocol import THINK_OPEN
 
 #: The model alias of the SynthWiki-tokenizer tiny Qwen2 (untrained).

@@ -13,7 +13,7 @@ from fastapi import Body, FastAPI, Header
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from agents.base import run_episode
-from agents.llm.openai_agent import (
+from agents.openai_agent import (
     ModelServerError,
     ModelServerUnavailableError,
     OpenAIChatAgent,
