@@ -121,8 +121,8 @@ def test_eval_command_writes_records_and_table(tmp_path):
     ("args", "message"),
     [
         (["eval", "--agent", "gpt-9"], "invalid choice"),
-        (["eval", "--datasets", "nosuchset", "--limit", "1"], "neither an embedded dataset"),
-        (["eval", "--agent", "llm", "--limit", "1"], "needs --model"),
+        (["eval", "--datasets", "nosuchset", "--limit", "1"], "neither a named dataset"),
+        (["eval", "--agent", "llm", "--limit", "1"], "needs a model (--model)"),
         (
             ["eval", "--agent", "llm", "--model", "/no/such/model", "--limit", "1"],
             "no such directory",

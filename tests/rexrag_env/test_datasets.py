@@ -131,7 +131,7 @@ def test_bad_parquet_and_missing_files(tmp_path):
     (tmp_path / "junk.parquet").write_bytes(b"not parquet")
     with pytest.raises(DatasetFormatError, match="parquet"):
         load_qa_dataset(tmp_path / "junk.parquet")
-    with pytest.raises(FileNotFoundError, match="neither an embedded dataset"):
+    with pytest.raises(FileNotFoundError, match="neither a named dataset"):
         load_qa_dataset("no-such-benchmark")
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(DatasetFormatError, match="no records"):

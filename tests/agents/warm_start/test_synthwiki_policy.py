@@ -128,7 +128,7 @@ def test_the_dead_end_profile_of_a_policy_that_always_commits(committing_policy)
 
 
 def test_the_alias_builds_its_recipe_once_into_the_cache(monkeypatch, capsys):
-    from agents.rexrag import synthwiki_policy
+    from agents.warm_start import synthwiki_policy
 
     quick = SynthWikiWarmStart(base=TINY_BASE, steps=2, repeats=1)
     monkeypatch.setitem(synthwiki_policy.WARM_STARTS, "tiny-synthwiki", quick)
