@@ -1,6 +1,7 @@
 """rexrag_env: the search-augmented QA task as a Gymnasium environment.
 
-Importing the package registers ``rexrag_env/SearchQA-v0`` and ``rexrag_env/SynthWiki-v0``::
+Importing the package registers ``rexrag_env/SearchQA-v0`` and ``rexrag_env/SynthWiki-v0``,
+each with a vector entry point (:class:`SearchQAVectorEnv`, one retriever call per step)::
 
     import gymnasium as gym
     import rexrag_env  # noqa: F401  (registers the environment)
@@ -29,7 +30,11 @@ if SEARCH_QA_ENV_ID not in gymnasium.registry:
         vector_entry_point="rexrag_env.vector:SearchQAVectorEnv",
     )
 if SYNTHWIKI_ENV_ID not in gymnasium.registry:
-    gymnasium.register(id=SYNTHWIKI_ENV_ID, entry_point="rexrag_env.synthwiki:make_synthwiki_env")
+    gymnasium.register(
+        id=SYNTHWIKI_ENV_ID,
+        entry_point="rexrag_env.synthwiki:make_synthwiki_env",
+        vector_entry_point="rexrag_env.synthwiki:make_synthwiki_vector_env",
+    )
 
 # Named datasets and retrievers (the layers that look names up never import their makers).
 for _split in SYNTHWIKI_SPLITS:
