@@ -243,10 +243,12 @@ class SearchQAVectorEnv(VectorEnv):
             try:
                 self.envs[i].check_action(action)
             except RuntimeError as error:
-                raise RuntimeError(
-                    f"env {i}: {error}; reset it with reset(options={{'reset_mask': mask}}) "
-                    "or give it the action None"
-                ) from error
+                alternative = (
+                    " with reset(options={'reset_mask': mask}), or give it the action None"
+                    if self.autoreset_mode is AutoresetMode.DISABLED
+                    else ""
+                )
+                raise RuntimeError(f"env {i}: {error}{alternative}") from error
             except TypeError as error:
                 raise TypeError(f"env {i}: {error}") from error
             playing.append(i)

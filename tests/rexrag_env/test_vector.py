@@ -224,6 +224,19 @@ def test_a_failing_retriever_moves_no_env(bm25_retriever):
     assert infos["turn"].tolist() == [0, 0] and infos["num_searches"].tolist() == [0, 1]
 
 
+def test_advance_takes_the_passages_of_a_search_that_runs_and_only_then(bm25_retriever):
+    """The single env's half of step that the vector env calls refuses a mismatch."""
+    env = rexrag_env.SearchQAEnv(dataset=[RUSH], retriever=bm25_retriever, max_turns=1)
+    env.reset()
+    search = "<search> Neil Peart </search>"
+    with pytest.raises(ValueError, match="runs_search"):
+        env.advance(search, parse_action(search), None)
+    with pytest.raises(ValueError, match="runs_search"):
+        env.advance("bad", parse_action("bad"), [])
+    passages = bm25_retriever.search(["Neil Peart"], 3)[0]
+    assert env.advance(search, parse_action(search), passages)[4]["num_searches"] == 1
+
+
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
