@@ -8,16 +8,7 @@ from agents.llm_agent import LLMAgent
 from agents.openai_agent import OpenAIChatAgent
 from agents.scripted import NoSearchAgent, OracleAgent, SearchOnceAgent
 from rexrag_env import SearchQAEnv, SearchQAVectorEnv
-
-
-class CountingRetriever:
-    def __init__(self, backend):
-        self.backend = backend
-        self.calls = []
-
-    def search(self, queries, k):
-        self.calls.append(len(queries))
-        return self.backend.search(queries, k)
+from tests.helpers import CountingRetriever
 
 
 def test_protocol_conformance(tiny_model_dir):
@@ -46,13 +37,13 @@ def test_sequential_agents_play_like_run_episode(bm25_retriever, make_agent):
     )
     options = [{"index": i} for i in range(3)]  # one env left over
     played = SequentialAgents(make_agent).play(envs, options)
-    batched_calls, retriever.calls = retriever.calls, []
+    batched_calls, retriever.calls = retriever.batch_sizes, []
     env = SearchQAEnv(dataset="bamboogle", retriever=retriever, max_turns=2)
     single = [run_episode(env, make_agent(), options=option) for option in options]
     assert [t.to_record() for t in played] == [t.to_record() for t in single]
     searches = sum(t.num_searches for t in played)
     assert batched_calls == ([searches] if searches else [])  # one call for all searches
-    assert retriever.calls == [1] * searches
+    assert retriever.batch_sizes == [1] * searches
 
 
 def test_batch_agents_need_autoreset_disabled(bm25_retriever):

@@ -14,8 +14,7 @@ from agents.llm_agent import ChatTemplateMissingError, LLMAgent
 from agents.trajectory import Component, Trajectory, observation_component
 from rexrag_env.datasets import load_qa_dataset
 from rexrag_env.protocol import parse_action
-from rexrag_env.retrieval.base import Passage
-from tests.helpers import ScriptedGenerator
+from tests.helpers import CountingRetriever, ScriptedGenerator
 
 QUESTION = {
     "id": "q",
@@ -37,21 +36,6 @@ def make_envs(retriever, count, dataset=(QUESTION,), **kwargs):
         autoreset_mode=AutoresetMode.DISABLED,
         **kwargs,
     )
-
-
-class CountingRetriever:
-    """Records the number of queries of each call; passes them on to ``backend``, or
-    answers with ``k`` made-up passages."""
-
-    def __init__(self, backend=None):
-        self.backend = backend
-        self.calls = []
-
-    def search(self, queries, k):
-        self.calls.append(len(queries))
-        if self.backend is not None:
-            return self.backend.search(queries, k)
-        return [[Passage(str(i), "T\nx") for i in range(k)] for _ in queries]
 
 
 def segments(trajectory):
@@ -180,7 +164,7 @@ def test_one_retriever_call_per_turn_for_all_envs(tiny, monkeypatch):
         tiny.tokenizer, ["<search> a </search>", "<search> b </search>", "<answer> Rush </answer>"]
     )
     trajectories = LLMAgent(generator).play(make_envs(retriever, 5), [None] * 5)
-    assert retriever.calls == [5, 5]  # two search turns, each one batched call
+    assert retriever.batch_sizes == [5, 5]  # two search turns, each one batched call
     assert len(parsed) == 15  # every action parsed once, by the vector env
     assert all(t.num_searches == 2 and t.reward == 1.0 for t in trajectories)
 
@@ -193,7 +177,7 @@ def test_a_batch_smaller_than_the_vector_env_leaves_the_other_envs_alone(tiny):
         [["<search> a </search>", "<answer> Rush </answer>"], "<answer> x </answer>"],
     )
     first, second = LLMAgent(generator).play(envs, [None, None])
-    assert retriever.calls == [1] and generator.calls == [2, 1]
+    assert retriever.batch_sizes == [1] and generator.calls == [2, 1]
     assert (first.num_turns, first.reward, second.num_turns, second.reward) == (2, 0.0, 1, 1.0)
     with pytest.raises(ValueError, match="3 episodes do not fit in 2 envs"):
         LLMAgent(generator).play(make_envs(retriever, 2), [None] * 3)
@@ -244,7 +228,7 @@ def test_the_vector_env_plays_token_for_token_as_one_env_at_a_time(
     retriever = CountingRetriever(bm25_retriever)
     agent.reseed(5)
     played = agent.play(make_envs(retriever, 12, dataset=questions, max_turns=2), options)
-    vector_calls, retriever.calls = retriever.calls, []
+    vector_calls, retriever.calls = retriever.batch_sizes, []
     agent.reseed(5)
     singles = [
         rexrag_env.SearchQAEnv(dataset=questions, retriever=retriever, max_turns=2) for _ in options
@@ -260,6 +244,6 @@ def test_the_vector_env_plays_token_for_token_as_one_env_at_a_time(
         for turn in range(3)
     ]
     assert vector_calls == [n for n in searches_per_turn if n] and sum(vector_calls) > 1
-    assert retriever.calls == [1] * sum(vector_calls)  # the reference: one call per search
+    assert retriever.batch_sizes == [1] * sum(vector_calls)  # the reference: one call per search
     kinds = {turn.action_type for t in played for turn in t.turns}
     assert {"search", "answer"} <= kinds  # the episodes exercised retrieval and endings

@@ -14,21 +14,10 @@ import rexrag_env.vector
 from rexrag_env.datasets import QAExample
 from rexrag_env.protocol import INVALID_ACTION_NOTICE, parse_action
 from rexrag_env.spaces import UnicodeText
+from tests.helpers import CountingRetriever
 
 RUSH = QAExample("rush", "Which band was Neil Peart the drummer of", ("Rush",))
 WHO = QAExample("who", "Which band was Roger Daltrey the singer of", ("The Who",))
-
-
-class CountingRetriever:
-    """Passes searches on to a real retriever and records each call's queries."""
-
-    def __init__(self, backend):
-        self.backend = backend
-        self.calls = []
-
-    def search(self, queries, k):
-        self.calls.append(list(queries))
-        return self.backend.search(queries, k)
 
 
 def make_vector_env(num_envs, retriever, **kwargs):
