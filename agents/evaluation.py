@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from gymnasium.vector import AutoresetMode
 from tqdm.auto import tqdm
 
 from agents.base import BatchAgent
@@ -23,7 +24,6 @@ from agents.llm.base import SamplingParams
 from agents.llm_agent import LLMAgent
 from rexrag_env.datasets import QAExample, load_qa_dataset
 from rexrag_env.embedded import EMBEDDED_DATASETS
-from rexrag_env.env import SearchQAEnv
 from rexrag_env.protocol import (
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_MAX_OBSERVATION_TOKENS,
@@ -33,6 +33,7 @@ from rexrag_env.protocol import (
 )
 from rexrag_env.retrieval.base import Retriever
 from rexrag_env.retrieval.factory import make_retriever
+from rexrag_env.vector import SearchQAVectorEnv
 
 METRICS = ("em", "f1", "cover_em")
 
@@ -156,21 +157,18 @@ def play_pending(
     new_records: dict[str, list[dict[str, Any]]] = defaultdict(list)
     if not pending:
         return new_records
-    envs = [
-        SearchQAEnv(
-            dataset=[pending[0][1]],
-            retriever=retriever,
-            max_turns=protocol.max_turns,
-            topk=protocol.topk,
-        )
-        for _ in range(min(batch_size, len(pending)))
-    ]
+    envs = SearchQAVectorEnv(
+        min(batch_size, len(pending)),
+        dataset=[pending[0][1]],
+        retriever=retriever,
+        max_turns=protocol.max_turns,
+        topk=protocol.topk,
+        autoreset_mode=AutoresetMode.DISABLED,
+    )
     with tqdm(total=len(pending), desc="questions", unit="q", disable=not progress) as bar:
         for start in range(0, len(pending), batch_size):
             chunk = pending[start : start + batch_size]
-            trajectories = agent.play(
-                envs[: len(chunk)], [{"example": example} for _, example in chunk]
-            )
+            trajectories = agent.play(envs, [{"example": example} for _, example in chunk])
             by_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for (name, _), trajectory in zip(chunk, trajectories, strict=True):
                 by_dataset[name].append(trajectory.to_record())

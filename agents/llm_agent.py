@@ -7,13 +7,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-import gymnasium as gym
-
+from agents.base import start_episodes, step_episodes
 from agents.llm.base import Generator, SamplingParams
 from agents.llm.seeding import stream_seed
 from agents.trajectory import Component, Trajectory, observation_component
-from rexrag_env.protocol import DEFAULT_MAX_OBSERVATION_TOKENS, ActionType, parse_action
-from rexrag_env.retrieval.prefetch import PrefetchingRetriever
+from rexrag_env.protocol import DEFAULT_MAX_OBSERVATION_TOKENS
+from rexrag_env.vector import SearchQAVectorEnv
 
 
 def prompt_token_ids(
@@ -35,16 +34,16 @@ class ChatTemplateMissingError(ValueError):
 
 
 class LLMAgent:
-    """Plays many ``SearchQAEnv`` episodes at once with one :class:`Generator`.
+    """Plays many episodes at once in a ``SearchQAVectorEnv`` with one :class:`Generator`.
 
     Each turn makes one batched ``generate`` call over all active trajectories and one
-    batched retriever call for all their queries (the environments' retrievers are
-    wrapped in a :class:`PrefetchingRetriever`, shared per retriever), then steps the
-    environments and appends the observation tokens.
-    Finished trajectories leave the batch. The chat template is applied once, to the
-    prompt; sampled ids are appended exactly as sampled and never re-encoded, and every
-    token gets a :class:`Component` label (DESIGN.md principle 1): MODEL for sampled
-    tokens, INFO for ``<information>`` blocks, FEEDBACK for the invalid-action notice.
+    ``step`` of the vector env, which parses their actions and answers all their
+    searches in one retriever call; then the observation tokens are appended.
+    Finished trajectories leave the batch (their envs sit the following steps out).
+    The chat template is applied once, to the prompt; sampled ids are appended exactly
+    as sampled and never re-encoded, and every token gets a :class:`Component` label
+    (DESIGN.md principle 1): MODEL for sampled tokens, INFO for ``<information>``
+    blocks, FEEDBACK for the invalid-action notice.
 
     Args:
         generator: the sampling backend (HF, vLLM, …).
@@ -73,9 +72,9 @@ class LLMAgent:
         self.sampling = sampling or SamplingParams(temperature=0.0)
         self.max_observation_tokens = max_observation_tokens
         self.use_chat_template = use_chat_template
-        self._prefetchers: dict[int, PrefetchingRetriever] = {}
         self._generate_calls = 0
-        #: wall seconds spent sampling and in the batched retriever calls (accumulating)
+        #: wall seconds spent sampling and stepping the envs, which is the batched
+        #: retriever call (accumulating)
         self.seconds = {"generation": 0.0, "retrieval": 0.0}
 
     def reseed(self, seed: int) -> None:
@@ -99,11 +98,11 @@ class LLMAgent:
         ]
 
     def play(
-        self, envs: Sequence[gym.Env], options: Sequence[dict[str, Any] | None]
+        self, envs: SearchQAVectorEnv, options: Sequence[dict[str, Any] | None]
     ) -> list[Trajectory]:
+        """Reset env ``i`` of ``envs`` with ``options[i]`` and play every episode to its end."""
         trajectories = []
-        for env, option in zip(envs, options, strict=True):
-            prompt, info = env.reset(options=option)
+        for prompt, info in start_episodes(envs, options):
             trajectory = Trajectory.start(prompt, info)
             trajectory.extend(self.prompt_ids(prompt, info), Component.PROMPT)
             trajectory.prompt_length = len(trajectory.token_ids)
@@ -112,9 +111,10 @@ class LLMAgent:
         return trajectories
 
     def continue_trajectories(
-        self, envs: Sequence[gym.Env], trajectories: Sequence[Trajectory]
+        self, envs: SearchQAVectorEnv, trajectories: Sequence[Trajectory]
     ) -> None:
-        """Run every unfinished trajectory in its env until it ends, one batched turn at a time.
+        """Run every unfinished ``trajectories[i]`` in env ``i`` of ``envs`` until it ends,
+        one batched turn at a time.
 
         Also the entry point for trajectories that do not start at the prompt (a probe
         resumes from a copied prefix in an env reset at the probe's turn).
@@ -131,36 +131,18 @@ class LLMAgent:
             )
             self.seconds["generation"] += time.perf_counter() - start
             start = time.perf_counter()
-            self._prefetch_searches([envs[i] for i in active], [g.text for g in generations])
+            results = step_episodes(
+                envs, {i: g.text for i, g in zip(active, generations, strict=True)}
+            )
             self.seconds["retrieval"] += time.perf_counter() - start
-            still_active = []
             for i, generation in zip(active, generations, strict=True):
                 trajectory = trajectories[i]
                 trajectory.extend(generation.token_ids, Component.MODEL, generation.logprobs)
-                observation, _, terminated, truncated, info = envs[i].step(generation.text)
+                observation, _, terminated, truncated, info = results[i]
                 label = observation_component(info["action_type"])
                 observation_ids = self.observation_ids(observation) if observation else []
                 trajectory.extend(observation_ids, label)
                 if len(observation_ids) == self.max_observation_tokens:  # what the model saw
                     observation = self.tokenizer.decode(observation_ids)
                 trajectory.record_step(generation.text, observation, terminated, truncated, info)
-                if not trajectory.finished:
-                    still_active.append(i)
-            active = still_active
-
-    def _prefetch_searches(self, envs: Sequence[gym.Env], actions: Sequence[str]) -> None:
-        """One retriever call per distinct retriever for all of this turn's searches."""
-        batches: dict[tuple[int, int], tuple[PrefetchingRetriever, int, list[str]]] = {}
-        for env, action in zip(envs, actions, strict=True):
-            env = env.unwrapped
-            if not isinstance(env.retriever, PrefetchingRetriever):
-                shared = self._prefetchers.setdefault(
-                    id(env.retriever), PrefetchingRetriever(env.retriever)
-                )
-                env.retriever = shared
-            parsed = parse_action(action)
-            if parsed.type is ActionType.SEARCH and env.search_enabled:
-                key = (id(env.retriever), env.topk)
-                batches.setdefault(key, (env.retriever, env.topk, []))[2].append(parsed.content)
-        for retriever, topk, queries in batches.values():
-            retriever.prefetch(queries, topk)
+            active = [i for i in active if not trajectories[i].finished]

@@ -26,24 +26,28 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 import torch
+from gymnasium.vector import AutoresetMode
 
 from agents.llm.base import SamplingParams
 from agents.llm.hf import HFGenerator
 from agents.llm_agent import LLMAgent
 from agents.trajectory import Component
-from rexrag_env import SearchQAEnv
+from rexrag_env import SearchQAEnv, SearchQAVectorEnv
 from rexrag_env.datasets import load_qa_dataset
 from rexrag_env.embedded import embedded_retriever
 
 MAX_TURNS = 2
 
 
-def make_envs(count: int) -> list[SearchQAEnv]:
-    retriever = embedded_retriever("bm25")
-    return [
-        SearchQAEnv(dataset="hotpotqa", retriever=retriever, max_turns=MAX_TURNS)
-        for _ in range(count)
-    ]
+def make_envs(count: int) -> SearchQAVectorEnv:
+    """The episodes LLMAgent plays: ``count`` envs stepped together."""
+    return SearchQAVectorEnv(
+        count,
+        dataset="hotpotqa",
+        retriever=embedded_retriever("bm25"),
+        max_turns=MAX_TURNS,
+        autoreset_mode=AutoresetMode.DISABLED,
+    )
 
 
 def questions(count: int) -> list[dict]:
@@ -64,7 +68,7 @@ def batched_rollout(
 def naive_rollout(generator: HFGenerator, count: int, params: SamplingParams) -> tuple[int, float]:
     """The same episodes, one env at a time, one ``model.generate`` call per turn."""
     model, tokenizer = generator.model, generator.tokenizer
-    env = make_envs(1)[0]
+    env = SearchQAEnv(dataset="hotpotqa", retriever=embedded_retriever("bm25"), max_turns=MAX_TURNS)
     generated = 0
     torch.manual_seed(params.seed or 0)
     start = time.perf_counter()

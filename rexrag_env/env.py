@@ -16,12 +16,13 @@ from rexrag_env.protocol import (
     DEFAULT_TOPK,
     INVALID_ACTION_NOTICE,
     ActionType,
+    ParsedAction,
     format_information,
     make_prompt,
     make_prompt_messages,
     parse_action,
 )
-from rexrag_env.retrieval.base import Retriever
+from rexrag_env.retrieval.base import Passage, Retriever
 from rexrag_env.retrieval.factory import make_retriever
 from rexrag_env.reward import score_answer
 from rexrag_env.spaces import UnicodeText
@@ -163,11 +164,43 @@ class SearchQAEnv(gym.Env[str, str]):
         return prompt, info
 
     def step(self, action: str):
+        self.check_action(action)
+        parsed = parse_action(action)
+        passages = None
+        if self.runs_search(parsed):
+            # Retrieve before touching the state: if the retriever fails, the caller
+            # can retry this step.
+            passages = self.retriever.search([parsed.content], self.topk)[0]
+        return self.advance(action, parsed, passages)
+
+    # ``step`` in three parts, so that SearchQAVectorEnv can check and parse every
+    # env's action, answer all their searches in one retriever call, and then advance
+    # each env exactly as ``step`` does.
+
+    def check_action(self, action: Any) -> None:
+        """Raise unless ``action`` can be played now: the episode runs and it is a string."""
         if self._done or self._example is None:
             raise RuntimeError("the episode is over (or never started): call reset() first")
         if not isinstance(action, str):
             raise TypeError(f"an action is a string of agent text, got {type(action).__name__}")
-        parsed = parse_action(action)
+
+    def runs_search(self, parsed: ParsedAction) -> bool:
+        """Whether playing ``parsed`` now calls the retriever: a search in a
+        search-enabled turn (a search in the final turn is not executed, spec §1.2)."""
+        return parsed.type is ActionType.SEARCH and self.search_enabled
+
+    def advance(
+        self, action: str, parsed: ParsedAction, passages: Sequence[Passage] | None
+    ) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """Play one turn of ``action`` (checked, parsed as ``parsed``) given the
+        ``passages`` of its search: ``step``'s result, with no parsing or retrieval of
+        its own. ``passages`` is given exactly when :meth:`runs_search` is true."""
+        self.check_action(action)
+        if (passages is not None) != self.runs_search(parsed):
+            raise ValueError(
+                "advance() takes the passages of a search that runs in this turn, and only "
+                "then: pass the retriever's result for it exactly when runs_search(parsed)"
+            )
         search_enabled = self.search_enabled
         info: dict[str, Any] = {
             "turn": self._turn,
@@ -189,10 +222,7 @@ class SearchQAEnv(gym.Env[str, str]):
             reward, terminated = scores["em"], True
         elif parsed.type is ActionType.SEARCH:
             info["query"] = parsed.content
-            if search_enabled:
-                # Retrieve before touching the state: if the retriever fails, the
-                # caller can retry this step.
-                passages = self.retriever.search([parsed.content], self.topk)[0]
+            if passages is not None:
                 observation = format_information(passages)
                 info["doc_ids"] = [passage.id for passage in passages]
                 self._num_searches += 1

@@ -252,5 +252,22 @@ def make_synthwiki_env(split: str = "train", seed: int = 0, **env_options):
     """The ``rexrag_env/SynthWiki-v0`` entry point: ``SearchQAEnv`` over a SynthWiki split."""
     from rexrag_env.env import SearchQAEnv
 
-    env_options.setdefault("retriever", synthwiki_retriever(seed))
-    return SearchQAEnv(dataset=synthwiki_split_path(split, seed), **env_options)
+    return SearchQAEnv(**_split_env_arguments(split, seed, env_options))
+
+
+def make_synthwiki_vector_env(
+    num_envs: int = 1, split: str = "train", seed: int = 0, **env_options
+):
+    """Its vector entry point: ``SearchQAVectorEnv`` over a SynthWiki split."""
+    from rexrag_env.vector import SearchQAVectorEnv
+
+    return SearchQAVectorEnv(num_envs, **_split_env_arguments(split, seed, env_options))
+
+
+def _split_env_arguments(split: str, seed: int, env_options: dict[str, Any]) -> dict[str, Any]:
+    """The env arguments over a split: its questions, and BM25 over its corpus unless
+    ``env_options`` name a retriever."""
+    if "dataset" in env_options:
+        raise TypeError(f"a SynthWiki env asks split={split!r} for its questions, not dataset=")
+    retriever = env_options.pop("retriever", None) or synthwiki_retriever(seed)
+    return {"dataset": synthwiki_split_path(split, seed), "retriever": retriever, **env_options}

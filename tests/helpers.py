@@ -1,6 +1,7 @@
 """Test doubles shared by several test modules."""
 
 from agents.llm.base import Generation
+from rexrag_env.retrieval.base import Passage
 
 
 class ScriptedGenerator:
@@ -26,3 +27,23 @@ class ScriptedGenerator:
     def _generation(self, text: str) -> Generation:
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         return Generation(ids, [-0.5] * len(ids), self.tokenizer.decode(ids), "stop")
+
+
+class CountingRetriever:
+    """A retriever that records the queries of each call and passes them on to
+    ``backend``, or answers each with ``k`` made-up passages."""
+
+    def __init__(self, backend=None):
+        self.backend = backend
+        self.calls = []
+
+    def search(self, queries, k):
+        self.calls.append(list(queries))
+        if self.backend is not None:
+            return self.backend.search(queries, k)
+        return [[Passage(str(i), "T\nx") for i in range(k)] for _ in queries]
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        """The number of queries of each call."""
+        return [len(queries) for queries in self.calls]

@@ -2,7 +2,7 @@
 
 It holds the policy module (the same ``CausalLMModule`` the learner trains, so weight
 sync is RLlib's own ``set_state``), a generation backend over that module's model,
-many ``SearchQAEnv`` instances and a :class:`MixedSampler`. ``sample()`` returns token
+one ``SearchQAVectorEnv`` and a :class:`MixedSampler`. ``sample()`` returns token
 trajectories of originals and probes; the algorithm turns them into learner batches.
 """
 
@@ -62,7 +62,7 @@ class RexRagEnvRunner(EnvRunner):
         self.questions = load_qa_dataset(config.dataset)
         self.sampler = MixedSampler(
             config.make_agent(generator),
-            lambda: config.make_env(self.questions, retriever),
+            lambda num_envs: config.make_vector_env(num_envs, self.questions, retriever),
             config.prompt_pool(),
             config.group_size,
             config.probe_prob,

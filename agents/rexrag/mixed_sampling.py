@@ -9,12 +9,13 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
+from agents.base import start_episodes
 from agents.llm.seeding import stream_seed
 from agents.llm_agent import LLMAgent
 from agents.rexrag.probes import PromptPool, make_probe
 from agents.trajectory import Trajectory
 from rexrag_env.datasets import QAExample
-from rexrag_env.env import SearchQAEnv
+from rexrag_env.vector import SearchQAVectorEnv
 
 #: The streams below a sample's seed (see :func:`agents.llm.seeding.stream_seed`).
 PROBE_DRAWS, GENERATION = 0, 1
@@ -29,11 +30,13 @@ class MixedSampler:
     failed (the paper's notion of a dead end). A probe resumes its question at the turn
     after the replaced answer, with the same policy; probes are not probed again.
     Probes are generated after all originals finish; the distribution is the same as
-    spawning them mid-batch, at the cost of one more batched phase.
+    spawning them mid-batch, at the cost of one more batched phase. Both phases play
+    in one vector env: the probes in its first envs, each reset at its probe's turn.
 
     Args:
         agent: the LLMAgent (generator + sampling settings) that plays every episode.
-        make_env: builds one environment (dataset-independent; questions come per reset).
+        make_envs: builds a ``SearchQAVectorEnv`` of ``n`` envs with
+            ``AutoresetMode.DISABLED`` (dataset-independent: questions come per reset).
         prompts: the exploratory prompt pool (text).
         group_size, probe_prob, probe_trigger: spec §5.1 knobs (see ``RexRagConfig``).
         seed: seeds the probe draws (spawn coin and prompt choice) and the agent's
@@ -43,7 +46,7 @@ class MixedSampler:
     def __init__(
         self,
         agent: LLMAgent,
-        make_env: Callable[[], SearchQAEnv],
+        make_envs: Callable[[int], SearchQAVectorEnv],
         prompts: Sequence[str],
         group_size: int,
         probe_prob: float,
@@ -52,7 +55,7 @@ class MixedSampler:
         seed: int | None = None,
     ):
         self.agent = agent
-        self.make_env = make_env
+        self.make_envs = make_envs
         self.prompts = list(prompts)
         self.prompt_ids = [
             agent.tokenizer.encode(p, add_special_tokens=False) for p in self.prompts
@@ -65,7 +68,7 @@ class MixedSampler:
         self.rng = random.Random()
         if seed is not None:
             self.reseed(seed)
-        self._envs: list[SearchQAEnv] = []
+        self._envs: SearchQAVectorEnv | None = None
         self.probe_seconds = 0.0  # wall time of the last sample's probe phase
 
     def reseed(self, seed: int) -> None:
@@ -74,15 +77,17 @@ class MixedSampler:
         self.rng = random.Random(stream_seed(seed, PROBE_DRAWS))
         self.agent.reseed(stream_seed(seed, GENERATION))
 
-    def _env_pool(self, count: int) -> list[SearchQAEnv]:
-        while len(self._envs) < count:
-            self._envs.append(self.make_env())
-        return self._envs[:count]
+    def _vector_env(self, count: int) -> SearchQAVectorEnv:
+        """A vector env of at least ``count`` envs (rebuilt larger when a sample needs it;
+        every episode starts from a full reset, so which instance plays it is moot)."""
+        if self._envs is None or self._envs.num_envs < count:
+            self._envs = self.make_envs(count)
+        return self._envs
 
     def sample(self, questions: Sequence[QAExample]) -> list[Trajectory]:
         """Originals (``group_size`` per question, in question order), then the probes."""
         options = [{"example": q} for q in questions for _ in range(self.group_size)]
-        originals = self.agent.play(self._env_pool(len(options)), options)
+        originals = self.agent.play(self._vector_env(len(options)), options)
         self.probe_seconds = 0.0
         if not self.probes:
             return originals
@@ -100,16 +105,18 @@ class MixedSampler:
                     self.pool.token_logprobs(self.prompt_ids[index]),
                 )
             )
-        envs = self._env_pool(len(probes))
-        for env, parent in zip(envs, parents, strict=True):
-            example = next(q for q in questions if q.id == parent.example_id)
-            env.reset(
-                options={
-                    "example": example,
+        envs = self._vector_env(len(probes))
+        start_episodes(
+            envs,
+            [
+                {
+                    "example": next(q for q in questions if q.id == parent.example_id),
                     "turn": parent.num_turns,
                     "num_searches": parent.num_searches,
                 }
-            )
+                for parent in parents
+            ],
+        )
         self.agent.continue_trajectories(envs, probes)
         self.probe_seconds = time.perf_counter() - start
         return originals + probes
@@ -126,7 +133,7 @@ class MixedSampler:
             trajectory.turns
             and trajectory.turns[-1].action_type == "answer"
             and not trajectory.truncated
-            and trajectory.num_turns <= self._envs[0].max_turns
+            and trajectory.num_turns <= self._envs.max_turns
         )
         if not answered_in_search_turn or trajectory.reward > 0:
             return False

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import yaml
+from gymnasium.vector import AutoresetMode
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core import COMPONENT_LEARNER_GROUP, DEFAULT_MODULE_ID
@@ -52,7 +53,6 @@ from agents.rexrag.rl_module import CausalLMModule
 from agents.rexrag.rollout_metrics import rollout_metrics
 from agents.rexrag.token_batch import TokenBatch, select_rows, to_token_batch
 from rexrag_env.datasets import load_qa_dataset
-from rexrag_env.env import SearchQAEnv
 from rexrag_env.protocol import (
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_MAX_OBSERVATION_TOKENS,
@@ -61,6 +61,7 @@ from rexrag_env.protocol import (
     DEFAULT_TEMPERATURE,
     DEFAULT_TOPK,
 )
+from rexrag_env.vector import SearchQAVectorEnv
 
 #: Where RexRag's per-iteration metrics live in ``Algorithm.train()``'s result.
 METRICS_KEY = "rexrag"
@@ -332,11 +333,18 @@ class RexRagConfig(AlgorithmConfig):
             seed=seed,
         )
 
-    def make_env(self, dataset: Any, retriever: Any) -> SearchQAEnv:
-        """An environment with the run's turn and top-k limits over ``dataset`` (a name,
-        file or loaded examples) and ``retriever`` (a name, URL, path or object)."""
-        return SearchQAEnv(
-            dataset=dataset, retriever=retriever, max_turns=self.max_turns, topk=self.topk
+    def make_vector_env(self, num_envs: int, dataset: Any, retriever: Any) -> SearchQAVectorEnv:
+        """``num_envs`` environments with the run's turn and top-k limits over ``dataset``
+        (a name, file or loaded examples) and ``retriever`` (a name, URL, path or object),
+        as the vector env the agents play: autoreset disabled, so that an episode that
+        ends stays ended while the rest of its batch plays on."""
+        return SearchQAVectorEnv(
+            num_envs,
+            dataset=dataset,
+            retriever=retriever,
+            max_turns=self.max_turns,
+            topk=self.topk,
+            autoreset_mode=AutoresetMode.DISABLED,
         )
 
     def make_agent(self, generator: Generator, seed: int | None = None) -> LLMAgent:

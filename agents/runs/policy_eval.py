@@ -91,7 +91,7 @@ def dead_end_profile(
     group = config.group_size
     agent = config.make_agent(HFGenerator.from_pretrained(str(policy_dir)), seed)
     rollouts = agent.play(
-        [config.make_env(examples, retriever) for _ in range(len(indices) * group)],
+        config.make_vector_env(len(indices) * group, examples, retriever),
         [{"index": i} for i in indices for _ in range(group)],
     )
     dead, same_wrong = 0, 0

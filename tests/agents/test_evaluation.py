@@ -24,9 +24,9 @@ class CrashingAgents(SequentialAgents):
         self.budget = budget
 
     def play(self, envs, options):
-        if self.budget < len(envs):
+        if self.budget < len(options):
             raise KeyboardInterrupt
-        self.budget -= len(envs)
+        self.budget -= len(options)
         return super().play(envs, options)
 
 

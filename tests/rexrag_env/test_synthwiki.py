@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gymnasium as gym
+import pytest
+from gymnasium.vector import AutoresetMode
 
 import rexrag_env
-from agents.base import run_episode
+from agents.base import SequentialAgents, run_episode
 from agents.scripted import EvidenceChainAgent
 from rexrag_env.datasets import load_qa_dataset
 from rexrag_env.retrieval.factory import make_retriever
@@ -49,6 +51,20 @@ def test_every_question_is_answerable_by_following_its_evidence_chain():
             r.num_searches == len(e.metadata["hops"])
             for r, e in zip(results, examples, strict=True)
         )
+
+
+def test_the_vector_entry_point_plays_a_split():
+    envs = gym.make_vec(
+        rexrag_env.SYNTHWIKI_ENV_ID,
+        num_envs=3,
+        split="validation",
+        autoreset_mode=AutoresetMode.DISABLED,
+    )
+    assert isinstance(envs, rexrag_env.SearchQAVectorEnv)
+    played = SequentialAgents(EvidenceChainAgent).play(envs, [{"index": i} for i in range(3)])
+    assert [t.reward for t in played] == [1.0] * 3
+    with pytest.raises(TypeError, match="split='test' for its questions"):
+        gym.make_vec(rexrag_env.SYNTHWIKI_ENV_ID, split="test", dataset="hotpotqa")
 
 
 def test_near_duplicate_twins_are_retrieved_together():

@@ -68,8 +68,8 @@ def test_same_seed_same_sample_and_errors_come_back_as_data(tiny_model_dir, bm25
     assert [t.token_ids for t in runner.sample(seed=6).trajectories] != [
         t.token_ids for t in first.trajectories
     ]
-    runner.sampler.make_env = None  # the runner's own machinery breaks mid-sample
-    runner.sampler._envs.clear()
+    runner.sampler.make_envs = None  # the runner's own machinery breaks mid-sample
+    runner.sampler._envs = None
     broken = runner.sample(seed=5)
     assert broken.error and "TypeError" in broken.error and not broken.trajectories
 

@@ -3,13 +3,14 @@
 import math
 
 import pytest
+from gymnasium.vector import AutoresetMode
 from transformers import AutoTokenizer
 
 from agents.llm_agent import LLMAgent
 from agents.rexrag.mixed_sampling import MixedSampler
 from agents.rexrag.probes import default_exploratory_prompts
 from agents.trajectory import Component
-from rexrag_env import SearchQAEnv
+from rexrag_env import SearchQAVectorEnv
 from rexrag_env.datasets import QAExample
 from tests.helpers import ScriptedGenerator
 
@@ -23,9 +24,18 @@ def sampler_for(tiny_model_dir, bm25_retriever):
 
     def build(turns, **options):
         agent = LLMAgent(ScriptedGenerator(tokenizer, turns))
-        make_env = lambda: SearchQAEnv(dataset=[RUSH], retriever=bm25_retriever, max_turns=2)  # noqa: E731
+
+        def make_envs(num_envs):
+            return SearchQAVectorEnv(
+                num_envs,
+                dataset=[RUSH],
+                retriever=bm25_retriever,
+                max_turns=2,
+                autoreset_mode=AutoresetMode.DISABLED,
+            )
+
         return MixedSampler(
-            agent, make_env, default_exploratory_prompts(), group_size=3, seed=0, **options
+            agent, make_envs, default_exploratory_prompts(), group_size=3, seed=0, **options
         )
 
     return build

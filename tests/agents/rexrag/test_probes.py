@@ -70,12 +70,14 @@ def test_user_prompt_file(tmp_path):
 
 
 def test_probe_replaces_the_wrong_answer_and_continues(tiny_model_dir, bm25_retriever):
+    from gymnasium.vector import AutoresetMode
     from transformers import AutoTokenizer
 
+    from agents.base import start_episodes
     from agents.llm_agent import LLMAgent
     from agents.rexrag.probes import make_probe
     from agents.trajectory import Component
-    from rexrag_env import SearchQAEnv
+    from rexrag_env import SearchQAVectorEnv
     from tests.helpers import ScriptedGenerator
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -84,9 +86,15 @@ def test_probe_replaces_the_wrong_answer_and_continues(tiny_model_dir, bm25_retr
         "question": "Which band was Neil Peart the drummer of",
         "golden_answers": ["Rush"],
     }
-    env = SearchQAEnv(dataset=[question], retriever=bm25_retriever, max_turns=3)
+    envs = SearchQAVectorEnv(
+        1,
+        dataset=[question],
+        retriever=bm25_retriever,
+        max_turns=3,
+        autoreset_mode=AutoresetMode.DISABLED,
+    )
     turns = ["<search> Neil Peart </search>", "<think>so it is</think> <answer> The Who </answer>"]
-    (original,) = LLMAgent(ScriptedGenerator(tokenizer, turns)).play([env], [None])
+    (original,) = LLMAgent(ScriptedGenerator(tokenizer, turns)).play(envs, [None])
     assert original.reward == 0.0 and original.turns[-1].action_type == "answer"
 
     prompt = default_exploratory_prompts()[0]
@@ -100,10 +108,9 @@ def test_probe_replaces_the_wrong_answer_and_continues(tiny_model_dir, bm25_retr
     assert tokenizer.decode(probe.token_ids[:prefix]).endswith("<think>so it is</think> ")
     assert "<answer>" not in tokenizer.decode(last_model_run)
 
-    resumed = SearchQAEnv(dataset=[question], retriever=bm25_retriever, max_turns=3)
-    resumed.reset(options={"example": question, "turn": original.num_turns, "num_searches": 1})
+    start_episodes(envs, [{"example": question, "turn": original.num_turns, "num_searches": 1}])
     LLMAgent(ScriptedGenerator(tokenizer, ["<answer> Rush </answer>"])).continue_trajectories(
-        [resumed], [probe]
+        envs, [probe]
     )
     assert probe.finished and probe.reward == 1.0 and probe.num_searches == 1
     labels = [c for i, c in enumerate(probe.components) if i == 0 or c != probe.components[i - 1]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gymnasium as gym
+from gymnasium.vector import AutoresetMode
 
 import rexrag_env
 from agents.cli import main
@@ -26,7 +27,12 @@ def test_sft_on_synthwiki_demonstrations(tmp_path, tiny_model_dir, capsys):
     agent = LLMAgent(
         HFGenerator.from_pretrained(str(out)), SamplingParams(temperature=0.0, max_new_tokens=96)
     )
-    envs = [gym.make(rexrag_env.SYNTHWIKI_ENV_ID, split="validation").unwrapped for _ in range(8)]
+    envs = gym.make_vec(
+        rexrag_env.SYNTHWIKI_ENV_ID,
+        num_envs=8,
+        split="validation",
+        autoreset_mode=AutoresetMode.DISABLED,
+    )
     trajectories = agent.play(envs, [{"index": i} for i in range(8)])
     # the protocol is learnt (think, then search); copying invented names is not, yet
     assert all(t.turns[0].action.startswith("<think>") for t in trajectories)
