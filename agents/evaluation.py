@@ -66,17 +66,15 @@ class EvalProtocol:
         )
 
 
-def protocol_llm_agent(
-    model: str, protocol: EvalProtocol, sampling: SamplingParams | None = None
-) -> LLMAgent:
+def protocol_llm_agent(model: str, protocol: EvalProtocol) -> LLMAgent:
     """The LLM agent that evaluations of a policy use: ``model`` (alias, hub name or
-    ``save_pretrained`` directory) with the protocol's observation limit, decoding
-    greedily with its tokens per turn unless ``sampling`` says otherwise."""
+    ``save_pretrained`` directory) decoding greedily with the protocol's tokens per turn
+    and observation limit."""
     from agents.llm.hf import HFGenerator
 
     return LLMAgent(
         HFGenerator.from_pretrained(model),
-        sampling or SamplingParams(temperature=0.0, max_new_tokens=protocol.max_new_tokens),
+        SamplingParams(temperature=0.0, max_new_tokens=protocol.max_new_tokens),
         max_observation_tokens=protocol.max_observation_tokens,
     )
 

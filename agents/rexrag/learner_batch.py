@@ -100,8 +100,7 @@ def build_learner_batch(
     advantages = advantages * corrected.advantage_weights
     # the weight each token's gradient gets at θ = θ_old: π_old / q, times the
     # trajectory's advantage weight
-    token_log_weights = old_t - behaviour + corrected.advantage_weights.log().unsqueeze(-1)
-    weights = token_log_weights.exp()
+    weights = (old_t - behaviour).exp() * corrected.advantage_weights.unsqueeze(-1)
     outside_clip = (weights < 1.0 - clip_low) | (weights > 1.0 + clip_high)
     trained = mask.bool()
     stats = {

@@ -50,18 +50,23 @@ def update_keep_ratio(
     return decay * keep_ratio + (1.0 - decay) * kept_probe_accuracy
 
 
+def probe_keep_count(num_originals: int, keep_ratio: float, multiple_of: int = 1) -> int:
+    """K, the most probes the filter keeps: ⌊num_originals·ρ⌋ rounded down to a multiple
+    of ``multiple_of`` (spec §3.3; the official run uses 8, its GPU count)."""
+    limit = int(num_originals * keep_ratio)
+    return limit - limit % multiple_of
+
+
 def select_probes(
     prompt_scores: Sequence[float], num_originals: int, keep_ratio: float, multiple_of: int = 1
 ) -> list[int]:
-    """Indices of the probes to keep: the top K by score, K = ⌊num_originals·ρ⌋ rounded
-    down to a multiple of ``multiple_of`` (spec §3.3; the official run uses 8, its GPU count).
+    """Indices of the probes to keep: the top K by score (:func:`probe_keep_count`).
 
     ``prompt_scores``: each probe's mean π_old log-prob over its inserted prompt tokens,
     so the probes most natural to the current policy are kept. All are kept when fewer
     than K exist. Ties keep the earlier probe.
     """
-    limit = int(num_originals * keep_ratio)
-    limit -= limit % multiple_of
+    limit = probe_keep_count(num_originals, keep_ratio, multiple_of)
     order = sorted(range(len(prompt_scores)), key=lambda i: (-prompt_scores[i], i))
     return sorted(order[:limit])
 

@@ -47,6 +47,7 @@ from agents.rexrag.probes import (
     KEEP_RATIO_DECAY,
     default_exploratory_prompts,
     load_exploratory_prompts,
+    probe_keep_count,
     update_keep_ratio,
 )
 from agents.rexrag.rl_module import CausalLMModule
@@ -263,7 +264,12 @@ class RexRagConfig(AlgorithmConfig):
                 f"keep_ratio_when_none_kept must be one of {KEEP_RATIO_WHEN_NONE_KEPT}, "
                 f"got {self.keep_ratio_when_none_kept!r}"
             )
-        problems += self._probe_filter_problems()
+        if not isinstance(self.keep_multiple_of, int) or self.keep_multiple_of < 1:
+            problems.append(
+                f"keep_multiple_of must be an integer >= 1, got {self.keep_multiple_of!r}"
+            )
+        else:
+            problems += self._probe_filter_problems()
         if self.max_turns < 0 or self.topk < 1:
             problems.append(
                 f"max_turns must be >= 0 and topk >= 1, got {self.max_turns!r}, {self.topk!r}"
@@ -294,14 +300,13 @@ class RexRagConfig(AlgorithmConfig):
             raise ValueError("invalid RexRagConfig: " + "; ".join(problems))
 
     def _probe_filter_problems(self) -> list[str]:
-        """The filter keeps K = ⌊originals·keep_ratio⌋ rounded down to a multiple of
-        ``keep_multiple_of`` probes (spec §3.3). Below one multiple K is 0 from the first
-        iteration, every spawned probe is discarded, and the keep ratio only decays: a
-        run that pays for probes and never trains on one. Refused, naming the fields."""
+        """The filter keeps at most K probes (:func:`probe_keep_count`). When K is 0 from the
+        first iteration every spawned probe is discarded and the keep ratio only decays:
+        a run that pays for probes and never trains on one. Refused, naming the fields."""
         if not self.probes or self.probe_prob <= 0:
             return []
         originals = self.questions_per_iteration * self.group_size
-        if int(originals * self.keep_ratio) >= self.keep_multiple_of:
+        if probe_keep_count(originals, self.keep_ratio, self.keep_multiple_of) > 0:
             return []
         return [
             "with probes on, questions_per_iteration · group_size · keep_ratio "

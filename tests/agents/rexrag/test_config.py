@@ -29,6 +29,7 @@ def test_official_defaults():
         ({"exploratory_prompts": []}, "exploratory_prompts"),
         ({"probe_trigger": "always"}, "probe_trigger"),
         ({"backend": "tgi"}, "backend"),
+        ({"keep_multiple_of": 0}, "keep_multiple_of"),  # select_probes would divide by it
     ],
 )
 def test_validate_names_the_field(override, field):
