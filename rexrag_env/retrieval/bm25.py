@@ -2,15 +2,19 @@
 
 BM25 is the retriever that needs no model: it builds over the shipped corpus in
 seconds on a laptop, which is why it is the environment's default.
+
+A search costs what bm25s's compiled (numba) scorer costs plus a little Python: each
+distinct query text is tokenised and scored once per batch, and passages come from
+the corpus's cache of decoded rows (``benchmarks/retrieval.py`` measures it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import bm25s
-import numpy as np
 import Stemmer
 
 from rexrag_env.retrieval.base import Passage, check_search_args
@@ -18,11 +22,45 @@ from rexrag_env.retrieval.corpus import Corpus
 from rexrag_env.retrieval.index import IndexedRetriever
 
 _PARAMS_FILE = "rexrag_bm25.json"
+#: bm25s's numba backend: a batch of 256 queries scores ~10x faster than on its NumPy
+#: backend (a Python scoring loop per query), with the same scores. Where scores tie,
+#: the two choose and order the tied rows differently (a heap against
+#: ``np.argpartition``). The NumPy choice changes with the CPU (AVX-512 or not); the
+#: numba one stayed the same when compiled for a generic x86 CPU. See docs/results.md.
+_BACKEND = "numba"
+
+
+def _keep_compiled_scorer_on_disk() -> None:
+    """Let numba cache bm25s's serial batch scorer on disk (bm25s does not ask for it).
+
+    Compiling it takes about 10 s on 2 cores, and every process that searches (each Ray
+    EnvRunner, each test run) would pay that on its first search; from the disk cache it
+    loads in a fraction of a second. Only the serial variant (``num_threads=1``) is
+    cached: bm25s's parallel variant compiles the same Python function, and numba would
+    file both under one cache entry, handing one the other's code. The cache only speeds
+    start-up, so where it cannot be had (a bm25s release renames the function, numba
+    finds no writable place for it) searches still work, with the first-call cost.
+    """
+    from bm25s.numba import retrieve_utils
+
+    scorer = getattr(retrieve_utils, "_retrieve_internal_jitted_serial", None)
+    if hasattr(scorer, "enable_caching"):
+        # RuntimeError: no writable cache location (read-only install and home).
+        with contextlib.suppress(RuntimeError):
+            scorer.enable_caching()
+
+
+_keep_compiled_scorer_on_disk()
+
+#: Runs of 2+ word characters: the words bm25s's default splitter, ``\b\w\w+\b``, finds
+#: (a greedy run already ends at a word boundary), in half the time; tokenising is the
+#: largest share of a search after scoring.
+_SPLITTER = r"\w{2,}"
 
 
 def _make_tokenizer(stemmer_language: str | None) -> bm25s.tokenization.Tokenizer:
     stemmer = Stemmer.Stemmer(stemmer_language) if stemmer_language else None
-    return bm25s.tokenization.Tokenizer(stemmer=stemmer, stopwords="en")
+    return bm25s.tokenization.Tokenizer(stemmer=stemmer, stopwords="en", splitter=_SPLITTER)
 
 
 class BM25Retriever(IndexedRetriever):
@@ -33,9 +71,12 @@ class BM25Retriever(IndexedRetriever):
         index: a fitted ``bm25s.BM25``.
         tokenizer: the tokenizer whose vocabulary the index uses.
         stemmer_language: Snowball stemmer language ("english"), or None for no stemming.
-        num_threads: threads for batched scoring (-1 = all cores). With numba installed
-            (a dependency) bm25s scores a batch in parallel compiled code: several times
-            the queries/s of its NumPy path at batch 256 on 2 cores.
+        num_threads: threads bm25s's compiled scorer uses for a batch (-1 = all cores).
+            1, the default, runs its serial scorer, which is thread-safe and leaves
+            numba's process-wide thread settings alone. On 2 shared cores it was faster
+            than the parallel one at every batch size (numba's OpenMP layer added ~16 ms
+            a call there), and Ray gives each EnvRunner process its own core anyway;
+            try -1 on a large idle machine serving big batches.
     """
 
     def __init__(
@@ -44,11 +85,11 @@ class BM25Retriever(IndexedRetriever):
         index: bm25s.BM25,
         tokenizer: bm25s.tokenization.Tokenizer,
         stemmer_language: str | None = "english",
-        num_threads: int = -1,
+        num_threads: int = 1,
     ):
         self.corpus = corpus
-        self._index = index
-        self._tokenizer = tokenizer
+        self.index = index
+        self.tokenizer = tokenizer
         self.stemmer_language = stemmer_language
         self.num_threads = num_threads
 
@@ -70,41 +111,49 @@ class BM25Retriever(IndexedRetriever):
             length=len(corpus),
             show_progress=show_progress,
         )
-        index = bm25s.BM25(k1=k1, b=b)
+        index = bm25s.BM25(k1=k1, b=b, backend=_BACKEND)
         index.index((token_ids, tokenizer.get_vocab_dict()), show_progress=show_progress)
         return cls(corpus, index, tokenizer, stemmer_language)
 
     def save(self, directory: Path) -> None:
         """Write the index, its vocabulary and its settings into ``directory``."""
-        self._index.save(str(directory), show_progress=False)
-        self._tokenizer.save_vocab(str(directory))
-        self._tokenizer.save_stopwords(str(directory))
+        self.index.save(str(directory), show_progress=False)
+        self.tokenizer.save_vocab(str(directory))
+        self.tokenizer.save_stopwords(str(directory))
         (directory / _PARAMS_FILE).write_text(
             json.dumps({"stemmer_language": self.stemmer_language})
         )
 
     @classmethod
-    def load(cls, directory: Path, corpus: Corpus) -> BM25Retriever:
-        """Load an index written by :meth:`save`; the sparse matrix is memory-mapped."""
+    def load(cls, directory: Path, corpus: Corpus, num_threads: int = 1) -> BM25Retriever:
+        """Load an index written by :meth:`save`; the sparse matrix is memory-mapped.
+        ``num_threads`` as in the class arguments."""
         params = json.loads((directory / _PARAMS_FILE).read_text())
         tokenizer = _make_tokenizer(params["stemmer_language"])
         tokenizer.load_vocab(str(directory))
         tokenizer.load_stopwords(str(directory))
-        index = bm25s.BM25.load(str(directory), mmap=True, show_progress=False, verbosity=0)
-        return cls(corpus, index, tokenizer, params["stemmer_language"])
+        # ``backend`` overrides the saved one: indexes written before the numba switch
+        # say "numpy".
+        index = bm25s.BM25.load(
+            str(directory), mmap=True, show_progress=False, verbosity=0, backend=_BACKEND
+        )
+        return cls(corpus, index, tokenizer, params["stemmer_language"], num_threads)
 
     def search(self, queries: list[str], k: int) -> list[list[Passage]]:
         """Top-``k`` passages per query by BM25 score, best first."""
         check_search_args(queries, k, len(self.corpus))
         if not queries:
             return []
-        query_ids = self._tokenizer.tokenize(
-            list(queries), update_vocab=False, return_as="ids", show_progress=False
-        )
-        rows, scores = self._index.retrieve(
+        # A GRPO group searches the same text several times in one step: score it once.
+        distinct = list(dict.fromkeys(queries))
+        # As a stream: the list form wraps it in a progress bar, hidden but not free.
+        query_ids = list(self.tokenizer.tokenize(distinct, update_vocab=False, return_as="stream"))
+        rows, scores = self.index.retrieve(
             query_ids, k=k, show_progress=False, n_threads=self.num_threads
         )
-        return [
-            self.corpus.passages(row, score)
-            for row, score in zip(np.asarray(rows), np.asarray(scores), strict=True)
-        ]
+        results = self.corpus.ranked_passages(rows, scores)
+        if len(distinct) == len(queries):
+            return results
+        ranked = dict(zip(distinct, results, strict=True))
+        # A list per query, so that a caller editing one does not edit its twins.
+        return [list(ranked[query]) for query in queries]

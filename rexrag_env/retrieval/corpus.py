@@ -3,12 +3,13 @@
 wiki-18 is 21M lines and about 13 GB. Loading it as 21M Python dicts costs tens of GB,
 so the corpus is memory-mapped and only a NumPy array of line offsets (8 bytes a
 line, cached on disk) stays resident; a passage is decoded from JSON when it is asked
-for. Gzipped corpora (like the one shipped with the package) are decompressed once
-into the cache.
+for, and the most recently used decoded rows are kept in a bounded cache. Gzipped
+corpora (like the one shipped with the package) are decompressed once into the cache.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import mmap
@@ -22,6 +23,9 @@ from rexrag_env.cache import build_once, cache_dir, file_fingerprint
 from rexrag_env.retrieval.base import Passage
 
 _SCAN_CHUNK_BYTES = 64 << 20
+#: Decoded rows a :class:`Corpus` keeps by default: the whole shipped corpus (23k rows);
+#: for wiki-18 (21M rows) the most recently used ones, about 1 KB each (~32 MB).
+DEFAULT_CACHE_SIZE = 1 << 15
 
 
 class CorpusFormatError(ValueError):
@@ -81,19 +85,34 @@ class Corpus(Sequence[Passage]):
     ``corpus[i]`` is the i-th non-blank line as a :class:`Passage`. Records without an
     ``id`` get their row number as id. Records in ``{"title", "text"}`` layout are
     accepted too and rendered as wiki-18 ``contents``.
+
+    Args:
+        path: the JSONL file, plain or gzipped.
+        cache_size: how many decoded rows to keep (least recently used go first; 0 keeps
+            none). Retrieval returns the same rows over and over (a GRPO group searches
+            the same text several times, gold paragraphs come back every epoch), and
+            decoding a query's three passages from JSON takes nearly as long as BM25
+            takes to score it, so a row is decoded once while it stays in use. Memory
+            stays bounded whatever the corpus size.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, cache_size: int = DEFAULT_CACHE_SIZE):
         source = Path(path)
         if not source.is_file():
             raise FileNotFoundError(f"corpus file {source} does not exist")
+        if not isinstance(cache_size, int) or cache_size < 0:
+            raise ValueError(f"cache_size must be a non-negative integer, got {cache_size!r}")
         self.source = source
+        self.cache_size = cache_size
         self.path = _decompressed(source) if source.suffix == ".gz" else source
-        self._spans = _cached_line_spans(self.path)
+        # A plain ndarray over the same memory map: np.memmap's own indexing costs a
+        # few microseconds a row, a quarter of decoding one.
+        self._spans = np.asarray(_cached_line_spans(self.path))
         if len(self._spans) == 0:
             raise CorpusFormatError(f"corpus file {source} has no passages")
         with self.path.open("rb") as handle:
             self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        self._cached_record = functools.lru_cache(maxsize=cache_size)(self._record)
 
     def __len__(self) -> int:
         return len(self._spans)
@@ -102,13 +121,64 @@ class Corpus(Sequence[Passage]):
         return self.passage(index)
 
     def passage(self, index: int, score: float = 0.0) -> Passage:
-        """Decode row ``index``; ``score`` is attached for retriever results."""
+        """Row ``index`` (negative counts from the end); ``score`` is attached for retriever
+        results."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"passage index {index} out of range for {len(self)} passages")
-        start, end = (int(offset) for offset in self._spans[index])
-        raw = self._map[start:end]
+        return Passage(*self._cached_record(index % len(self)), float(score))
+
+    def passages(self, indices: Sequence[int], scores: Sequence[float]) -> list[Passage]:
+        """Several rows at once (negative counts from the end), each with its retrieval
+        score (lists or 1-D arrays)."""
+        rows, values = np.asarray(indices, dtype=np.int64), np.asarray(scores, dtype=float)
+        if rows.shape != values.shape or rows.ndim != 1:
+            raise ValueError(
+                f"passages needs one score per index, got shapes {rows.shape} and {values.shape}"
+            )
+        return self.ranked_passages(rows[None], values[None])[0]
+
+    def ranked_passages(self, rows: np.ndarray, scores: np.ndarray) -> list[list[Passage]]:
+        """A retriever's ``[queries, k]`` top-k rows and scores as one passage list per
+        query (negative rows count from the end).
+
+        One call per batch: converting the arrays to Python numbers in one go, rather
+        than row by row, is most of what it costs once the rows are decoded.
+        """
+        rows, scores = np.asarray(rows), np.asarray(scores)
+        if rows.shape != scores.shape or rows.ndim != 2:
+            raise ValueError(
+                f"ranked_passages needs [queries, k] rows and scores of one shape, got "
+                f"{rows.shape} and {scores.shape}"
+            )
+        size = len(self)
+        if rows.size and not (-size <= rows.min() and rows.max() < size):
+            bad = rows.min() if rows.min() < -size else rows.max()
+            raise IndexError(f"passage index {bad} out of range for {size} passages")
+        if rows.size and rows.min() < 0:
+            rows = np.where(rows < 0, rows + size, rows)
+        record = self._cached_record
+        return [
+            [Passage(*record(row), score) for row, score in zip(ranked, values, strict=True)]
+            for ranked, values in zip(rows.tolist(), scores.tolist(), strict=True)
+        ]
+
+    def cache_info(self) -> functools._CacheInfo:
+        """Hits, misses, maximum and current size of the decoded-row cache."""
+        return self._cached_record.cache_info()
+
+    def iter_contents(self) -> Iterator[str]:
+        """Every passage's ``contents`` in row order (for index building); validates each line.
+
+        Reads past the cache: a full pass would only evict the rows retrieval is using.
+        """
+        for row in range(len(self)):
+            yield self._record(row)[1]
+
+    def _record(self, row: int) -> tuple[str, str]:
+        """Decode and validate row ``row`` (in range, non-negative): its id and contents."""
+        start, end = self._spans[row].tolist()
         try:
-            record = json.loads(raw)
+            record = json.loads(self._map[start:end])
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise CorpusFormatError(f"{self._where(start)} is not JSON ({error})") from error
         if not isinstance(record, dict):
@@ -118,16 +188,7 @@ class Corpus(Sequence[Passage]):
             raise CorpusFormatError(
                 f'{self._where(start)} needs a string "contents" field (or "title" and "text")'
             )
-        return Passage(str(record.get("id", index % len(self))), contents, float(score))
-
-    def passages(self, indices: Sequence[int], scores: Sequence[float]) -> list[Passage]:
-        """Several rows at once, each with its retrieval score."""
-        return [self.passage(int(i), float(s)) for i, s in zip(indices, scores, strict=True)]
-
-    def iter_contents(self) -> Iterator[str]:
-        """Every passage's ``contents`` in row order (for index building); validates each line."""
-        for index in range(len(self)):
-            yield self.passage(index).contents
+        return str(record.get("id", row)), contents
 
     def _where(self, byte_offset: int) -> str:
         line_number = self._map[:byte_offset].count(b"\n") + 1
@@ -135,7 +196,7 @@ class Corpus(Sequence[Passage]):
 
     def __reduce__(self):
         # An mmap cannot be pickled; a copy sent to a Ray worker reopens the file there.
-        return (Corpus, (str(self.source),))
+        return (Corpus, (str(self.source), self.cache_size))
 
     def __repr__(self) -> str:
         return f"Corpus({str(self.source)!r}, passages={len(self)})"

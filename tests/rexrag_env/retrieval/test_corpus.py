@@ -85,3 +85,56 @@ def test_corpus_pickles_by_path(tmp_path):
     path = write_lines(tmp_path / "c.jsonl", [json.dumps({"id": "a", "contents": "T\nx"})])
     clone = pickle.loads(pickle.dumps(Corpus(path)))
     assert clone[0].id == "a"
+
+
+def test_decoded_rows_cache_is_bounded_and_invisible(tmp_path):
+    lines = [json.dumps({"id": f"p{i}", "contents": f"T{i}\ntext {i}"}) for i in range(6)]
+    path = write_lines(tmp_path / "c.jsonl", lines)
+    cached, uncached = Corpus(path, cache_size=2), Corpus(path, cache_size=0)
+    reads = [0, 1, 2, 0, 5, -1, 5]
+    assert [cached[i] for i in reads] == [uncached[i] for i in reads]
+    info = cached.cache_info()
+    assert (info.maxsize, info.currsize, info.hits) == (2, 2, 2)  # -1 and 5 are one row
+    assert uncached.cache_info().currsize == 0
+    assert pickle.loads(pickle.dumps(cached)).cache_size == 2
+    with pytest.raises(ValueError, match="cache_size"):
+        Corpus(path, cache_size=-1)
+
+
+def test_passages_take_arrays_or_lists_and_check_rows(tmp_path):
+    import numpy as np
+
+    lines = [json.dumps({"id": f"p{i}", "contents": f"T{i}\ntext {i}"}) for i in range(4)]
+    corpus = Corpus(write_lines(tmp_path / "c.jsonl", lines))
+    from_arrays = corpus.passages(np.array([3, 0], dtype=np.int32), np.array([2.5, 1.0], "f4"))
+    assert from_arrays == corpus.passages([3, -4], [2.5, 1.0])
+    assert [(p.id, p.score, type(p.score)) for p in from_arrays] == [
+        ("p3", 2.5, float),
+        ("p0", 1.0, float),
+    ]
+    assert corpus.passages([], []) == []
+    for bad_row in (4, -5):
+        with pytest.raises(IndexError, match=f"passage index {bad_row} out of range"):
+            corpus.passages([0, bad_row], [1.0, 1.0])
+    with pytest.raises(ValueError, match="one score per index"):
+        corpus.passages([0, 1], [1.0])
+
+
+def test_ranked_passages_turn_a_top_k_into_lists(tmp_path):
+    import numpy as np
+
+    lines = [json.dumps({"id": f"p{i}", "contents": f"T{i}\ntext {i}"}) for i in range(4)]
+    corpus = Corpus(write_lines(tmp_path / "c.jsonl", lines))
+    rows = np.array([[2, 0], [1, -1]], dtype=np.int32)  # [queries, k]
+    scores = np.array([[3.0, 2.0], [1.5, 0.5]], dtype=np.float32)
+    ranked = corpus.ranked_passages(rows, scores)
+    assert [[(p.id, p.score) for p in hits] for hits in ranked] == [
+        [("p2", 3.0), ("p0", 2.0)],
+        [("p1", 1.5), ("p3", 0.5)],
+    ]
+    assert ranked[0] == corpus.passages(rows[0], scores[0])
+    assert corpus.ranked_passages(np.zeros((0, 3), int), np.zeros((0, 3))) == []
+    with pytest.raises(ValueError, match=r"\[queries, k\]"):
+        corpus.ranked_passages(rows[0], scores[0])
+    with pytest.raises(IndexError, match="passage index 9 out of range"):
+        corpus.ranked_passages(rows + 7, scores)
