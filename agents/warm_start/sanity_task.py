@@ -96,6 +96,7 @@ def sanity_policy_path(seed: int = 0) -> Path:
     from agents.llm.tiny import tiny_model_path
     from rexrag_env.cache import build_once, cache_dir
     from rexrag_env.embedded import embedded_retriever
+    from rexrag_env.retrieval.bm25 import RANKING_VERSION
 
     def build(directory: Path) -> None:
         model, tokenizer = load_model_and_tokenizer(str(tiny_model_path(seed)))
@@ -104,7 +105,7 @@ def sanity_policy_path(seed: int = 0) -> Path:
         model.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
 
-    return build_once(cache_dir() / "models" / f"tiny-sanity-{seed}-v1", build)
+    return build_once(cache_dir() / "models" / f"tiny-sanity-{seed}-v1-{RANKING_VERSION}", build)
 
 
 def sanity_questions_path(seed: int = 0) -> Path:

@@ -35,6 +35,7 @@ from agents.scripted import CHAIN_COMPLETE, EvidenceChainAgent, OverconfidentAge
 from agents.trajectory import Trajectory, Turn
 from agents.warm_start.sft import collect_demonstrations, supervised_finetune
 from rexrag_env.protocol import THINK_OPEN
+from rexrag_env.retrieval.bm25 import RANKING_VERSION
 
 #: The model alias of the SynthWiki-tokenizer tiny Qwen2 (untrained).
 TINY_BASE = "tiny-synthwiki-base"
@@ -78,7 +79,13 @@ class SynthWikiWarmStart:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
     def cache_name(self, alias: str) -> str:
-        return f"{alias}-{_digest({'recipe': asdict(self), 'tiny': TINY_SYNTHWIKI_ARCHITECTURE})}"
+        # The ranking too: the demonstrations show the passages BM25 returns.
+        key = {
+            "recipe": asdict(self),
+            "tiny": TINY_SYNTHWIKI_ARCHITECTURE,
+            "ranking": RANKING_VERSION,
+        }
+        return f"{alias}-{_digest(key)}"
 
 
 def _digest(value) -> str:

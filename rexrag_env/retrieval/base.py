@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 
-@dataclass(frozen=True, slots=True)
-class Passage:
+class Passage(NamedTuple):
     """One corpus passage as a retriever returns it.
 
     ``contents`` is kept exactly as the wiki-18 corpus stores it, ``"Title"\\ntext``,
     so results can be passed on to Search-R1-compatible clients unchanged.
+
+    A named tuple (immutable, hashable) rather than a frozen dataclass: a retriever
+    builds thousands a second, and a tuple builds in about a third of the time.
     """
 
     id: str

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from pathlib import Path
 
 import bm25s
@@ -28,6 +29,10 @@ _PARAMS_FILE = "rexrag_bm25.json"
 #: ``np.argpartition``). The NumPy choice changes with the CPU (AVX-512 or not); the
 #: numba one stayed the same when compiled for a generic x86 CPU. See docs/results.md.
 _BACKEND = "numba"
+#: What decides which passages tie-break into a BM25 top-k besides the index files.
+#: Caches of models trained on rankings (the warm-start policies) carry it in their
+#: names, so that a change of scorer rebuilds them instead of loading a stale one.
+RANKING_VERSION = f"bm25s-{bm25s.__version__}-{_BACKEND}"
 
 
 def _keep_compiled_scorer_on_disk() -> None:
@@ -63,6 +68,67 @@ def _make_tokenizer(stemmer_language: str | None) -> bm25s.tokenization.Tokenize
     return bm25s.tokenization.Tokenizer(stemmer=stemmer, stopwords="en", splitter=_SPLITTER)
 
 
+class _WordIds(dict):
+    """Query word -> token id (None: a stopword, or a word whose stem the index lacks),
+    decided exactly as bm25s's tokenizer decides it with ``update_vocab=False``: the
+    vocabulary's word table first, then stopwords, then the stem.
+
+    It starts as the word table and the stopwords when they fit in ``max_words``
+    entries (a corpus of wiki-18's size has more words; then it fills on first sight),
+    so that only words the corpus never had cost Python code. It is cleared when it
+    reaches ``max_words``, so that a long run of generated queries cannot grow it
+    without bound."""
+
+    def __init__(self, tokenizer: bm25s.tokenization.Tokenizer, max_words: int):
+        super().__init__()
+        self._tokenizer = tokenizer
+        self._stopwords = frozenset(tokenizer.stopwords or ())
+        self._max_words = max_words
+        if len(tokenizer.word_to_id) + len(self._stopwords) < max_words:
+            self.update(dict.fromkeys(self._stopwords))
+            self.update(tokenizer.word_to_id)
+
+    def __missing__(self, word: str) -> int | None:
+        tokenizer = self._tokenizer
+        token = tokenizer.word_to_id.get(word)
+        if token is None and word not in self._stopwords and tokenizer.stemmer is not None:
+            token = tokenizer.stem_to_sid.get(tokenizer.stemmer(word))
+        if len(self) >= self._max_words:
+            self.clear()
+        self[word] = token
+        return token
+
+
+class QueryTokenizer:
+    """Query texts to the index's token ids, exactly as bm25s's tokenizer maps them
+    (``update_vocab=False``), with less Python a word.
+
+    Tokenising is the largest cost of a search after scoring. bm25s runs each query
+    through a generator that decides every word by up to four lookups (known word,
+    stopword, stem, known stem); here each word's outcome is decided once and
+    remembered, so a query costs one regex pass and one C-level map over a dictionary.
+    """
+
+    def __init__(self, tokenizer: bm25s.tokenization.Tokenizer, max_words: int = 1 << 20):
+        self._split = re.compile(_SPLITTER).findall
+        self._word_ids = _WordIds(tokenizer, max_words)
+        self._empty = tokenizer.word_to_id.get("")
+
+    def __call__(self, texts: list[str]) -> list[list[int]]:
+        """Each text's token ids; where no word of a text is in the vocabulary, the
+        empty-token id if the vocabulary has one (as bm25s does), else an empty list."""
+        split, word_id = self._split, self._word_ids.__getitem__
+        ids = [
+            [token for token in map(word_id, split(text.lower())) if token is not None]
+            for text in texts
+        ]
+        if self._empty is not None:
+            for tokens in ids:
+                if not tokens:
+                    tokens.append(self._empty)
+        return ids
+
+
 class BM25Retriever(IndexedRetriever):
     """BM25 over a :class:`Corpus`.
 
@@ -90,6 +156,7 @@ class BM25Retriever(IndexedRetriever):
         self.corpus = corpus
         self.index = index
         self.tokenizer = tokenizer
+        self.query_tokenizer = QueryTokenizer(tokenizer)
         self.stemmer_language = stemmer_language
         self.num_threads = num_threads
 
@@ -146,8 +213,7 @@ class BM25Retriever(IndexedRetriever):
             return []
         # A GRPO group searches the same text several times in one step: score it once.
         distinct = list(dict.fromkeys(queries))
-        # As a stream: the list form wraps it in a progress bar, hidden but not free.
-        query_ids = list(self.tokenizer.tokenize(distinct, update_vocab=False, return_as="stream"))
+        query_ids = self.query_tokenizer(distinct)
         rows, scores = self.index.retrieve(
             query_ids, k=k, show_progress=False, n_threads=self.num_threads
         )

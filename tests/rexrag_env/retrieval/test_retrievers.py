@@ -134,6 +134,31 @@ def test_bm25_scores_with_the_compiled_scorer(bm25_retriever):
     assert bm25_retriever.index.backend == "numba"
 
 
+def test_bm25_query_tokenizer_maps_words_as_bm25s_does(bm25_retriever, hotpot_questions):
+    """Corpus words, stopwords, unseen words whose stem the corpus has ("drummers"),
+    unseen stems, text without any known word, Unicode; the same ids as bm25s's own
+    tokenizer, also after its word memo was cleared for being full."""
+    from rexrag_env.retrieval.bm25 import QueryTokenizer
+
+    texts = [
+        *(q["question"] for q in hotpot_questions),
+        "drummers DRUMMING drummed",
+        "the of and",
+        "",
+        "qqqzzz",
+        "İstanbul naïve 日本語 x-ray's",
+    ]
+    tokenizer = bm25_retriever.tokenizer
+    expected = [
+        ids or [tokenizer.word_to_id[""]] if "" in tokenizer.word_to_id else ids
+        for ids in tokenizer.tokenize(texts, update_vocab=False, return_as="stream")
+    ]
+    assert QueryTokenizer(tokenizer)(texts) == expected
+    small = QueryTokenizer(tokenizer, max_words=5)
+    assert small(texts) == small(texts) == expected
+    assert len(small._word_ids) <= 5
+
+
 def test_bm25_splitter_finds_the_words_of_the_bm25s_default(hotpot_questions):
     """The faster splitter is only a speed-up: the same words as bm25s's ``\\b\\w\\w+\\b``."""
     import re
