@@ -370,6 +370,7 @@ _PROTOCOL_FLAGS = {
 
 def _add_eval_command(commands) -> None:
     from agents.evaluation import AGENT_KINDS, EvalProtocol
+    from agents.llm.backends import BACKENDS
 
     parser = commands.add_parser(
         "eval", help="evaluate an agent on the QA benchmarks (pinned protocol)"
@@ -389,6 +390,12 @@ def _add_eval_command(commands) -> None:
         "--base-url",
         default="http://127.0.0.1:8000/v1",
         help="openai: root of the OpenAI-compatible API",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="hf",
+        help="llm: generate with transformers (hf) or a vLLM engine (vllm)",
     )
     parser.add_argument(
         "--datasets",
@@ -432,7 +439,9 @@ def _run_eval(args: argparse.Namespace) -> int:
         decoding = "greedy" if args.agent in ("llm", "openai") else "scripted"
         protocol = EvalProtocol(datasets=datasets, limit=args.limit, decoding=decoding, **overrides)
     print(f"agent: {args.agent}" + (f" model={args.model}" if args.model else ""))
-    agent = make_agent(args.agent, protocol, model=args.model, base_url=args.base_url)
+    agent = make_agent(
+        args.agent, protocol, model=args.model, base_url=args.base_url, backend=args.backend
+    )
     evaluate(agent, protocol, args.out, batch_size=args.batch_size)
     print(f"results in {args.out}/ (per-question <dataset>.jsonl, summary.md, summary.json)")
     return 0

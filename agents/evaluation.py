@@ -66,14 +66,14 @@ class EvalProtocol:
         )
 
 
-def protocol_llm_agent(model: str, protocol: EvalProtocol) -> LLMAgent:
+def protocol_llm_agent(model: str, protocol: EvalProtocol, backend: str = "hf") -> LLMAgent:
     """The LLM agent that evaluations of a policy use: ``model`` (alias, hub name or
-    ``save_pretrained`` directory) decoding greedily with the protocol's tokens per turn
-    and observation limit."""
-    from agents.llm.hf import HFGenerator
+    ``save_pretrained`` directory) on ``backend`` (``hf`` or ``vllm``), decoding
+    greedily with the protocol's tokens per turn and observation limit."""
+    from agents.llm.backends import load_generator
 
     return LLMAgent(
-        HFGenerator.from_pretrained(model),
+        load_generator(model, backend),
         SamplingParams(temperature=0.0, max_new_tokens=protocol.max_new_tokens),
         max_observation_tokens=protocol.max_observation_tokens,
     )
@@ -85,9 +85,15 @@ AGENT_KINDS = ("search-once", "no-search", "oracle", "llm", "openai")
 
 
 def make_agent(
-    kind: str, protocol: EvalProtocol, *, model: str | None = None, base_url: str | None = None
+    kind: str,
+    protocol: EvalProtocol,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    backend: str = "hf",
 ) -> BatchAgent:
-    """The agent of ``kind`` for an evaluation under ``protocol``."""
+    """The agent of ``kind`` for an evaluation under ``protocol`` (``backend``: where an
+    ``llm`` agent generates)."""
     from agents.base import SequentialAgents
     from agents.scripted import NoSearchAgent, OracleAgent, SearchOnceAgent
 
@@ -102,7 +108,7 @@ def make_agent(
         from agents.openai_agent import OpenAIChatAgent
 
         return SequentialAgents(lambda: OpenAIChatAgent(base_url, model))
-    return protocol_llm_agent(model, protocol)
+    return protocol_llm_agent(model, protocol, backend)
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

@@ -1,6 +1,8 @@
-"""Rollout throughput: LLMAgent + HFGenerator against a naive one-env-at-a-time loop.
+"""Rollout throughput: LLMAgent + HFGenerator against a naive one-env-at-a-time loop,
+and on a vLLM engine beside it.
 
     python benchmarks/rollout.py [--model tiny] [--envs 1,16,64] [--max-new-tokens 48]
+        [--backend hf|vllm]
 
 Both sides play the same SearchQA episodes (shipped HotpotQA questions, BM25, 2
 search turns + the final one) with the same model and sampling (T = 1). The naive
@@ -8,7 +10,9 @@ baseline is how a first implementation usually looks: step one environment at a 
 and call ``model.generate`` once per turn. LLMAgent samples every active trajectory in
 one batched call per turn with a KV cache and drops finished rows. The table reports
 generated tokens/s and trajectories/s and the speed-up over the baseline, all measured
-in the same run.
+in the same run. ``--backend vllm`` adds LLMAgent on a vLLM engine (the CPU build here,
+float32 as the HF side) at the same env counts, with the engine's start-up time and
+its ratio to HF at each count.
 
 The second table is the probe overhead of REX-RAG: whole training iterations of the
 RLlib algorithm (tiny-cpu preset, local EnvRunner) on the sanity task with the
@@ -28,7 +32,8 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-from agents.llm.base import SamplingParams
+from agents.llm.backends import load_generator
+from agents.llm.base import Generator, SamplingParams
 from agents.llm.hf import HFGenerator
 from agents.llm_agent import LLMAgent
 from agents.trajectory import Component
@@ -54,9 +59,7 @@ def questions(count: int) -> list[dict]:
     return [{"example": example} for example in load_qa_dataset("hotpotqa")[:count]]
 
 
-def batched_rollout(
-    generator: HFGenerator, count: int, params: SamplingParams
-) -> tuple[int, float]:
+def batched_rollout(generator: Generator, count: int, params: SamplingParams) -> tuple[int, float]:
     """(generated tokens, seconds) for ``count`` episodes played by LLMAgent at once."""
     agent = LLMAgent(generator, params)
     start = time.perf_counter()
@@ -159,6 +162,9 @@ def main() -> None:
     parser.add_argument("--model", default="tiny", help="model alias, hub name or path")
     parser.add_argument("--envs", default="1,16,64", help="concurrent environments to measure")
     parser.add_argument("--max-new-tokens", type=int, default=48, help="tokens per turn")
+    parser.add_argument(
+        "--backend", choices=("hf", "vllm"), default="hf", help="vllm: add vLLM beside HF"
+    )
     parser.add_argument("--naive-episodes", type=int, default=16, help="episodes for the baseline")
     parser.add_argument(
         "--probe-iterations", type=int, default=5, help="iterations per probe setting (0: skip)"
@@ -169,27 +175,40 @@ def main() -> None:
     params = SamplingParams(temperature=1.0, max_new_tokens=args.max_new_tokens, seed=0)
     batched_rollout(generator, 2, params)  # warm-up: index load, first-call allocations
 
+    counts = [int(value) for value in args.envs.split(",")]
     naive_tokens, naive_seconds = naive_rollout(generator, args.naive_episodes, params)
     naive_rate = naive_tokens / naive_seconds
-    rows = [
-        ("naive loop", 1, naive_tokens, naive_seconds, args.naive_episodes / naive_seconds, 1.0)
+    rows = [("naive loop (HF)", 1, naive_tokens, naive_seconds)]
+    rows += [
+        ("LLMAgent, HF", count, *batched_rollout(generator, count, params)) for count in counts
     ]
-    for count in (int(value) for value in args.envs.split(",")):
-        tokens, seconds = batched_rollout(generator, count, params)
-        rows.append(
-            ("LLMAgent", count, tokens, seconds, count / seconds, tokens / seconds / naive_rate)
-        )
+    engine_start = None
+    if args.backend == "vllm":
+        del generator  # the engine gets the memory and the cores
+        start = time.perf_counter()
+        # KV cache for every env's whole trajectory at once, as HF keeps them all.
+        engine = load_generator(args.model, "vllm", kv_cache_memory_bytes=4 << 30)
+        engine_start = time.perf_counter() - start
+        batched_rollout(engine, 2, params)  # warm-up
+        rows += [
+            ("LLMAgent, vLLM", count, *batched_rollout(engine, count, params)) for count in counts
+        ]
 
     print(
         f"model={args.model} torch threads={torch.get_num_threads()} T=1.0 "
         f"max_new_tokens/turn={args.max_new_tokens} turns={MAX_TURNS}+1"
+        + (f" vLLM engine start {engine_start:.1f} s" if engine_start is not None else "")
     )
-    print("| rollout | envs | tokens | seconds | tokens/s | trajectories/s | vs naive |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, count, tokens, seconds, trajectories_per_second, ratio in rows:
+    hf_rate = {c: t / s for name, c, t, s in rows if name == "LLMAgent, HF"}
+    print("| rollout | envs | tokens | seconds | tokens/s | trajectories/s | vs naive | vs HF |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, count, tokens, seconds in rows:
+        rate = tokens / seconds
+        episodes = args.naive_episodes if name.startswith("naive") else count
+        versus_hf = f"{rate / hf_rate[count]:.2f}x" if name == "LLMAgent, vLLM" else ""
         print(
-            f"| {name} | {count} | {tokens} | {seconds:.2f} | {tokens / seconds:.0f} | "
-            f"{trajectories_per_second:.2f} | {ratio:.1f}x |"
+            f"| {name} | {count} | {tokens} | {seconds:.2f} | {rate:.0f} | "
+            f"{episodes / seconds:.2f} | {rate / naive_rate:.1f}x | {versus_hf} |"
         )
     if args.probe_iterations > 0:
         print(f"\nprobe overhead: mean of {args.probe_iterations} iterations, tiny-cpu preset")

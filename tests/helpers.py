@@ -1,4 +1,9 @@
-"""Test doubles shared by several test modules."""
+"""Test doubles and markers shared by several test modules."""
+
+import platform
+import sys
+
+import pytest
 
 from agents.llm.base import Generation
 from rexrag_env.retrieval.base import Passage
@@ -47,3 +52,12 @@ class CountingRetriever:
     def batch_sizes(self) -> list[int]:
         """The number of queries of each call."""
         return [len(queries) for queries in self.calls]
+
+
+#: vLLM's builds are for x86-64 Linux (its CPU build is in the test install; CUDA
+#: machines have the other). Elsewhere its tests skip; where it can run, a missing vllm
+#: fails them with the install hint instead of skipping them unnoticed.
+needs_vllm = pytest.mark.skipif(
+    not (sys.platform == "linux" and platform.machine() in ("x86_64", "AMD64")),
+    reason="vLLM's builds are for x86-64 Linux",
+)

@@ -44,7 +44,7 @@ CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-_VERSION = "v1"  # bump when the recipe changes, so caches rebuild
+TINY_VERSION = "v2"  # bump when the recipe changes, so caches rebuild
 
 
 def _training_texts(num_passages: int = 2000) -> list[str]:
@@ -106,8 +106,8 @@ def build_tiny_model(
     seed: int = 0,
     hidden_size: int = 64,
     num_layers: int = 2,
-    num_heads: int = 4,
-    num_kv_heads: int = 2,
+    num_heads: int = 2,
+    num_kv_heads: int = 1,
     intermediate_size: int = 128,
     vocab_size: int = 2048,
     texts: Iterable[str] | None = None,
@@ -120,6 +120,9 @@ def build_tiny_model(
     the generation config alike, as in Qwen2.5-Instruct, so ``generate`` stops where
     a chat turn ends. ``texts`` train the tokenizer (see :func:`build_tiny_tokenizer`).
     Returns ``out_dir``.
+
+    The default heads are 32 wide (64 / 2): vLLM's CPU attention takes head sizes of
+    32 and up only, and the tiny model runs on that backend too.
     """
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
@@ -156,5 +159,5 @@ def tiny_model_path(seed: int = 0) -> Path:
     """
     from rexrag_env.cache import build_once, cache_dir
 
-    target = cache_dir() / "models" / f"tiny-qwen2-{seed}-{_VERSION}"
+    target = cache_dir() / "models" / f"tiny-qwen2-{seed}-{TINY_VERSION}"
     return build_once(target, lambda tmp: build_tiny_model(tmp, seed=seed))

@@ -21,6 +21,7 @@ from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 from ray.rllib.env.env_runner import EnvRunner
 from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 
+from agents.llm.backends import load_generator
 from agents.llm.hf import HFGenerator
 from agents.llm.seeding import stream_seed
 from agents.rexrag.mixed_sampling import MixedSampler
@@ -79,9 +80,7 @@ class RexRagEnvRunner(EnvRunner):
         runner's GPU when it has one); vLLM holds its own copy of the weights and takes
         each sync through ``load_weights``, so the runner keeps no module."""
         if config.backend == "vllm":
-            from agents.llm.vllm_backend import VLLMGenerator
-
-            return None, VLLMGenerator.from_pretrained(config.llm, **config.vllm_options)
+            return None, load_generator(config.llm, "vllm", **config.vllm_engine_options())
         spec = config.get_default_rl_module_spec()
         spec.observation_space = spec.action_space = UnicodeText()
         spec.inference_only = True
@@ -96,6 +95,7 @@ class RexRagEnvRunner(EnvRunner):
         questions: Sequence[QAExample] | None = None,
         num_questions: int | None = None,
         seed: int | None = None,
+        weights_seq_no: int | None = None,
         **kwargs,
     ) -> RolloutResult:
         """Sample the groups (originals and probes) of ``questions``.
@@ -104,8 +104,20 @@ class RexRagEnvRunner(EnvRunner):
         ``questions_per_iteration``) are drawn from the dataset without replacement.
         ``seed`` (the algorithm passes one per iteration) fixes the probe draws and the
         sampled tokens given the weights, so a run restored from a checkpoint samples
-        what the uninterrupted run would have.
+        what the uninterrupted run would have. ``weights_seq_no`` is the learner's
+        weight version: a runner holding older weights (a sync that failed or has not
+        arrived) refuses to sample rather than feed the learner off-policy rollouts
+        scored as on-policy.
         """
+        if weights_seq_no is not None and self._weights_seq_no < weights_seq_no:
+            return RolloutResult(
+                worker_index=self.worker_index or 0,
+                error=(
+                    f"stale weights: this EnvRunner holds policy version "
+                    f"{self._weights_seq_no}, the learner is at {weights_seq_no} (the "
+                    "weight sync to this runner failed or has not arrived)"
+                ),
+            )
         if seed is not None:
             seed = worker_seed(seed, self.worker_index or 0)
             self._rng = random.Random(seed)
@@ -126,6 +138,13 @@ class RexRagEnvRunner(EnvRunner):
         seconds = {**agent.seconds, "probing": self.sampler.probe_seconds}
         seconds["sampling"] = time.perf_counter() - start
         return RolloutResult(trajectories, seconds, self.worker_index or 0)
+
+    def release_generation_memory(self) -> None:
+        """Put a vLLM engine to sleep while the learners step (``vllm_sleep_level`` > 0;
+        otherwise, and for the HF backend, nothing to do). The next weight sync wakes it."""
+        sleep = getattr(self.sampler.agent.generator, "sleep", None)
+        if sleep is not None:
+            sleep()
 
     def get_spaces(self) -> dict[str, Any]:
         spaces = (UnicodeText(), UnicodeText())

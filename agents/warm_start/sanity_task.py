@@ -93,7 +93,7 @@ def sanity_policy_path(seed: int = 0) -> Path:
     as ``capitals.jsonl``.
     """
     from agents.llm.models import load_model_and_tokenizer
-    from agents.llm.tiny import tiny_model_path
+    from agents.llm.tiny import TINY_VERSION, tiny_model_path
     from rexrag_env.cache import build_once, cache_dir
     from rexrag_env.embedded import embedded_retriever
     from rexrag_env.retrieval.bm25 import RANKING_VERSION
@@ -105,7 +105,9 @@ def sanity_policy_path(seed: int = 0) -> Path:
         model.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
 
-    return build_once(cache_dir() / "models" / f"tiny-sanity-{seed}-v1-{RANKING_VERSION}", build)
+    return build_once(
+        cache_dir() / "models" / f"tiny-sanity-{seed}-v1-{TINY_VERSION}-{RANKING_VERSION}", build
+    )
 
 
 def sanity_questions_path(seed: int = 0) -> Path:

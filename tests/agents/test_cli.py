@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from tests.helpers import needs_vllm
+
 
 def rexrag(*args, timeout=300):
     return subprocess.run(
@@ -40,6 +42,36 @@ def test_search_prints_the_agents_view_of_the_shipped_corpus():
     found = rexrag("search", "Neil Peart drummer")
     assert found.returncode == 0, found.stderr
     assert found.stdout.startswith("# Neil Peart drummer\nDoc 1(Title: ")
+
+
+@needs_vllm
+def test_eval_on_the_vllm_backend_scores_as_hf(tmp_path, answering_model_dir, capital_task):
+    """Greedy decoding is one answer per question: vLLM's engine and transformers give
+    the same records under the same protocol."""
+    summaries = {}
+    for backend in ("hf", "vllm"):
+        out = tmp_path / backend
+        result = rexrag(
+            "eval",
+            "--agent",
+            "llm",
+            "--model",
+            str(answering_model_dir),
+            "--backend",
+            backend,
+            "--datasets",
+            str(capital_task),
+            "--limit",
+            "4",
+            "--out",
+            str(out),
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        summaries[backend] = json.loads((out / "summary.json").read_text())
+        records = [json.loads(line) for line in (out / "capitals.jsonl").read_text().splitlines()]
+        summaries[backend]["answers"] = [record["prediction"] for record in records]
+    assert summaries["vllm"] == summaries["hf"]
+    assert summaries["hf"]["capitals"]["n"] == 4
 
 
 @pytest.mark.parametrize(

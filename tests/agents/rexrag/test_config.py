@@ -30,6 +30,10 @@ def test_official_defaults():
         ({"probe_trigger": "always"}, "probe_trigger"),
         ({"backend": "tgi"}, "backend"),
         ({"keep_multiple_of": 0}, "keep_multiple_of"),  # select_probes would divide by it
+        ({"vllm_gpu_memory_utilization": 0.0}, "vllm_gpu_memory_utilization"),
+        ({"vllm_tensor_parallel_size": 0}, "vllm_tensor_parallel_size"),
+        ({"vllm_sleep_level": 3}, "vllm_sleep_level"),
+        ({"vllm_weight_transport": "nccl"}, "vllm_weight_transport"),
     ],
 )
 def test_validate_names_the_field(override, field):
@@ -38,6 +42,22 @@ def test_validate_names_the_field(override, field):
         config.validate()
     with pytest.raises(ValueError, match=field):
         config.check_settings()
+
+
+def test_vllm_engine_options_come_from_the_typed_fields_then_vllm_options():
+    config = RexRagConfig().training(
+        vllm_max_model_len=2048, vllm_sleep_level=1, vllm_options={"dtype": "bfloat16"}
+    )
+    assert config.vllm_engine_options() == {
+        "gpu_memory_utilization": 0.4,
+        "tensor_parallel_size": 1,
+        "sleep_level": 1,
+        "weight_transport": "file",
+        "max_model_len": 2048,
+        "dtype": "bfloat16",
+    }
+    overridden = config.training(vllm_options={"gpu_memory_utilization": 0.9})
+    assert overridden.vllm_engine_options()["gpu_memory_utilization"] == 0.9
 
 
 def test_training_sets_our_fields_and_rllib_fields():

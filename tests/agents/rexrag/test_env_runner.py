@@ -1,7 +1,5 @@
 """The rollout worker as a local RLlib EnvRunner with the tiny model."""
 
-import importlib.util
-
 import pytest
 import torch
 from ray.rllib.core import COMPONENT_RL_MODULE
@@ -10,6 +8,7 @@ from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 from agents.rexrag import RexRagConfig
 from agents.rexrag.env_runner import RexRagEnvRunner
 from agents.trajectory import Component
+from tests.helpers import needs_vllm
 
 
 def make_runner(tiny_model_dir, **overrides):
@@ -58,6 +57,17 @@ def test_weights_sync_reaches_the_generator(tiny_model_dir, bm25_retriever):
     assert runner.get_state()[WEIGHTS_SEQ_NO] == 3
     runner.set_state({COMPONENT_RL_MODULE: state, WEIGHTS_SEQ_NO: 2})  # stale: ignored
     assert runner.get_state()[WEIGHTS_SEQ_NO] == 3
+
+
+def test_a_runner_behind_the_learner_refuses_to_sample(tiny_model_dir, bm25_retriever):
+    runner = make_runner(tiny_model_dir)
+    assert runner.sample(seed=1, weights_seq_no=0).error is None
+    stale = runner.sample(seed=1, weights_seq_no=1)
+    assert not stale.trajectories
+    assert "stale weights" in stale.error and "version 0, the learner is at 1" in stale.error
+    state = runner.get_state()[COMPONENT_RL_MODULE]
+    runner.set_state({COMPONENT_RL_MODULE: state, WEIGHTS_SEQ_NO: 1})
+    assert runner.sample(seed=1, weights_seq_no=1).error is None
     assert COMPONENT_RL_MODULE not in runner.get_state(not_components=[COMPONENT_RL_MODULE])
 
 
@@ -74,18 +84,7 @@ def test_same_seed_same_sample_and_errors_come_back_as_data(tiny_model_dir, bm25
     assert broken.error and "TypeError" in broken.error and not broken.trajectories
 
 
-BACKENDS_HERE = [
-    "hf",
-    pytest.param(
-        "vllm",
-        marks=pytest.mark.skipif(
-            importlib.util.find_spec("vllm") is None, reason="vllm is not installed"
-        ),
-    ),
-]
-
-
-@pytest.mark.parametrize("backend", BACKENDS_HERE)
+@pytest.mark.parametrize("backend", ["hf", pytest.param("vllm", marks=needs_vllm)])
 def test_the_originals_of_a_group_differ_at_temperature_one(tiny_model_dir, backend):
     """A seed shared by every request of a call would make the group_size identical
     prompts sample identical tokens, and every GRPO advantage 0."""
@@ -105,9 +104,3 @@ def test_the_originals_of_a_group_differ_at_temperature_one(tiny_model_dir, back
         assert len({t.example_id for t in group}) == 1
         responses = {tuple(t.token_ids[t.prompt_length :]) for t in group}
         assert len(responses) > 1, group[0].example_id
-
-
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
-def test_vllm_backend_without_vllm_is_a_clear_error(tiny_model_dir, bm25_retriever):
-    with pytest.raises(ImportError, match=r"rexrag\[gpu\]"):
-        make_runner(tiny_model_dir, backend="vllm")

@@ -285,7 +285,7 @@ def test_one_iteration_with_vllm_rollouts_and_a_gpu_learner(
         capital_task,
         backend="vllm",
         num_gpus_per_learner=1,
-        vllm_options={"gpu_memory_utilization": 0.3},
+        vllm_gpu_memory_utilization=0.3,
     )
     algo = config.build_algo()
     try:

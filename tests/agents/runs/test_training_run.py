@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 
 import pytest
+import torch
 from transformers import AutoModelForCausalLM
 
 from agents.cli import main, parse_overrides
 from agents.runs.run_directory import complete_checkpoints, resolve_policy
 from agents.runs.training_run import train
 from tests.agents.conftest import tiny_config
+from tests.helpers import needs_vllm
 
 
 def overrides(model_dir, task, **extra):
@@ -123,3 +126,29 @@ def test_a_failed_iteration_exits_with_a_resume_hint(
     assert main(["train", *args, "--checkpoint-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert f"127.0.0.1:{free_port}" in err and "--resume" in err
+
+
+@needs_vllm
+def test_train_with_vllm_rollouts_in_a_remote_env_runner(
+    answering_model_dir, capital_task, ray_cluster, tmp_path, capsys
+):
+    """vLLM's CPU build samples in one Ray EnvRunner, the learner updates, and every
+    iteration's sync reaches the engine: the rollout's log-probs equal the learner's up
+    to float error in each iteration, while the weights change every iteration."""
+    run = tmp_path / "run"
+    args = overrides(answering_model_dir, capital_task, backend="vllm", num_env_runners=1)
+    args += ["vllm_max_model_len=1024", "lr=0.001", "--config", "tiny-cpu"]
+    args += ["--checkpoint-dir", str(run), "--checkpoint-every", "1", "--stop-iters", "3"]
+    assert main(["train", *args]) == 0, capsys.readouterr().err
+    assert csv_iterations(run) == [1, 2, 3]
+    with (run / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        assert float(row["logprob_mismatch"]) < 1e-4, row
+    policies = [
+        AutoModelForCausalLM.from_pretrained(resolve_policy(checkpoint)).state_dict()
+        for checkpoint in complete_checkpoints(run)
+    ]
+    assert len(policies) == 3
+    for earlier, later in itertools.pairwise(policies):
+        assert any(not torch.equal(earlier[name], later[name]) for name in earlier)
