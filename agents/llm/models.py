@@ -112,8 +112,9 @@ def load_model_and_tokenizer(
     """``(model, tokenizer)`` for an alias, a local directory or a hub name.
 
     ``dtype`` defaults to float32, the dtype the CPU tests and the learner's
-    log-probabilities expect. The tokenizer pads on the left, so a batch of prompts
-    ends where generation starts, and gets its EOS token as pad token when it has none.
+    log-probabilities expect. The tokenizer is left as it was saved (the backends pad
+    token ids themselves, so an exported policy's tokenizer keeps its own padding
+    side), except that it gets its EOS token as pad token when it has none.
 
     Raises:
         ModelNotFoundError: ``name_or_path`` is a missing directory, or a hub name that
@@ -139,7 +140,6 @@ def load_model_and_tokenizer(
             f"cannot load model {name_or_path!r} ({error.__class__.__name__}: {reason}); "
             f"offline, use an alias ({', '.join(MODELS.names())}) or a local directory"
         ) from error
-    tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if device is not None:

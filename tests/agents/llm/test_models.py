@@ -1,6 +1,7 @@
 """Model aliases and the one loading path."""
 
 import importlib.util
+import json
 import re
 
 import huggingface_hub.constants
@@ -22,9 +23,18 @@ def test_aliases_resolve_to_local_directories_and_names_pass_through(tiny_model_
     assert resolve_model("/some/dir") == "/some/dir"
 
 
-def test_tiny_alias_loads_with_left_padding(tiny_model_dir):
+def test_tiny_alias_loads_the_tokenizer_as_saved(tiny_model_dir, tmp_path):
+    """An exported policy's tokenizer must be the one it was trained with: loading used
+    to set left padding, and every export baked it into tokenizer_config.json."""
+    from transformers import AutoTokenizer
+
     model, tokenizer = load_model_and_tokenizer("tiny")
-    assert tokenizer.padding_side == "left" and tokenizer.pad_token is not None
+    saved = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert tokenizer.padding_side == saved.padding_side and tokenizer.pad_token is not None
+    tokenizer.save_pretrained(tmp_path)
+    exported = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    original = json.loads((tiny_model_dir / "tokenizer_config.json").read_text())
+    assert exported.get("padding_side") == original.get("padding_side")
     assert model.dtype == torch.float32
     model, _ = load_model_and_tokenizer(str(tiny_model_dir), dtype=torch.bfloat16)
     assert model.dtype == torch.bfloat16
