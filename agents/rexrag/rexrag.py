@@ -38,6 +38,7 @@ from agents.evaluation import EvalProtocol
 from agents.llm.backends import BACKENDS
 from agents.llm.base import Generator, SamplingParams
 from agents.llm.seeding import stream_seed
+from agents.llm.vllm_backend import SLEEP_LEVELS
 from agents.llm.vllm_weights import WEIGHT_TRANSPORTS
 from agents.llm_agent import LLMAgent
 from agents.rexrag.correction import CORRECTION_MODES
@@ -284,8 +285,10 @@ class RexRagConfig(AlgorithmConfig):
                 "vllm_tensor_parallel_size must be an integer >= 1, "
                 f"got {self.vllm_tensor_parallel_size!r}"
             )
-        if self.vllm_sleep_level not in (0, 1, 2):
-            problems.append(f"vllm_sleep_level must be 0, 1 or 2, got {self.vllm_sleep_level!r}")
+        if self.vllm_sleep_level not in SLEEP_LEVELS:
+            problems.append(
+                f"vllm_sleep_level must be one of {SLEEP_LEVELS}, got {self.vllm_sleep_level!r}"
+            )
         if self.vllm_weight_transport not in WEIGHT_TRANSPORTS:
             problems.append(
                 f"vllm_weight_transport must be one of {WEIGHT_TRANSPORTS}, "
