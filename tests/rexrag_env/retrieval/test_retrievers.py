@@ -135,28 +135,38 @@ def test_bm25_scores_with_the_compiled_scorer(bm25_retriever):
 
 
 def test_bm25_query_tokenizer_maps_words_as_bm25s_does(bm25_retriever, hotpot_questions):
-    """Corpus words, stopwords, unseen words whose stem the corpus has ("drummers"),
+    """Corpus words, stopwords, unseen words whose stem the corpus has ("marathoning"),
     unseen stems, text without any known word, Unicode; the same ids as bm25s's own
     tokenizer, also after its word memo was cleared for being full."""
-    from rexrag_env.retrieval.bm25 import QueryTokenizer
+    from rexrag_env.retrieval.bm25 import QueryTokenizer, _make_tokenizer
+
+    def fresh_tokenizer():
+        # bm25s's own tokenize adds each stem-matched word to the word table it shares,
+        # which would let ours skip the stem path: each side gets a fresh vocabulary.
+        tokenizer = _make_tokenizer("english")
+        tokenizer.load_vocab(str(bm25_retriever.index_dir))
+        tokenizer.load_stopwords(str(bm25_retriever.index_dir))
+        return tokenizer
 
     texts = [
         *(q["question"] for q in hotpot_questions),
-        "drummers DRUMMING drummed",
+        "marathoning MARATHONING drummers",
         "the of and",
         "",
         "qqqzzz",
         "İstanbul naïve 日本語 x-ray's",
     ]
-    tokenizer = bm25_retriever.tokenizer
-    expected = [
-        ids or [tokenizer.word_to_id[""]] if "" in tokenizer.word_to_id else ids
-        for ids in tokenizer.tokenize(texts, update_vocab=False, return_as="stream")
-    ]
-    assert QueryTokenizer(tokenizer)(texts) == expected
-    small = QueryTokenizer(tokenizer, max_words=5)
-    assert small(texts) == small(texts) == expected
+    ours = fresh_tokenizer()
+    assert "marathoning" not in ours.word_to_id and ours.stemmer("marathoning") in ours.stem_to_sid
+    seeded, small = QueryTokenizer(ours), QueryTokenizer(ours, max_words=5)
+    found = [seeded(texts), small(texts), small(texts)]
     assert len(small._word_ids) <= 5
+    reference = fresh_tokenizer()
+    expected = [
+        ids or [reference.word_to_id[""]] if "" in reference.word_to_id else ids
+        for ids in reference.tokenize(texts, update_vocab=False, return_as="stream")
+    ]
+    assert found == [expected] * 3
 
 
 def test_bm25_splitter_finds_the_words_of_the_bm25s_default(hotpot_questions):
