@@ -20,8 +20,9 @@ the recipes that build them until that name is asked for.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rexrag_env.cache import build_once, cache_dir
 from rexrag_env.registry import NameRegistry
@@ -145,3 +146,24 @@ def load_model_and_tokenizer(
     if device is not None:
         model = model.to(device)
     return model, tokenizer
+
+
+def save_pretrained_weights(
+    config: Any, weights: Mapping[str, torch.Tensor], dtype: torch.dtype, directory: str | Path
+) -> None:
+    """Write ``weights`` (a full state dict) as a ``from_pretrained`` directory of the
+    architecture ``config`` describes, in ``dtype``.
+
+    The weights may come from a model that is no longer a plain ``PreTrainedModel``
+    (gathered from FSDP shards, whose class name is not the architecture's): an empty
+    model on the meta device writes the config and the safetensors, so the saved
+    ``architectures`` and ``dtype`` are the model's own and nothing is allocated twice.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    cast: dict[int, torch.Tensor] = {}  # tied weights share one tensor: cast (and save) once
+    state = {k: cast.setdefault(v.data_ptr(), v.to(dtype)) for k, v in weights.items()}
+    skeleton.save_pretrained(directory, state_dict=state)

@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+from ray.rllib.utils.torch_utils import clip_gradients
 
+from agents.llm.models import save_pretrained_weights
 from agents.rexrag.logprobs import response_token_logprobs
 from agents.rexrag.losses import clipped_surrogate, low_var_kl, masked_mean
+from agents.rexrag.sharding import (
+    clip_global_norm,
+    gathered_optimizer_state,
+    gathered_state_dict,
+    is_sharded,
+    load_full_optimizer_state,
+    max_over_ranks,
+    shard_model,
+    sum_over_ranks,
+)
 from agents.rexrag.token_batch import select_rows
 
 
@@ -68,25 +81,56 @@ class RexRagLearner(TorchLearner):
         """The CausalLMModule itself (unwrapped from DDP when there are several learners)."""
         return self.module[DEFAULT_MODULE_ID].unwrapped()
 
-    def build(self) -> None:
-        super().build()
-        module = self.policy
+    @property
+    def sharded(self) -> bool:
+        return self.config.learner_sharding == "fsdp"
+
+    @property
+    def rank(self) -> int:
+        return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+
+    def _make_module(self):
+        """The policy, the frozen reference beside it and, with ``learner_sharding =
+        "fsdp"``, both sharded: before the optimizer is built on the parameters."""
+        module = super()._make_module()
+        policy = module[DEFAULT_MODULE_ID]
+        dtype = policy.compute_dtype
         # With LoRA the reference is the base model with the adapters disabled: no copy.
         self.reference_model = (
-            None if module.uses_lora else copy.deepcopy(module.model).eval().requires_grad_(False)
+            None
+            if policy.uses_lora
+            else copy.deepcopy(policy.model).to(dtype).eval().requires_grad_(False)
         )
+        if self.reference_model is None:
+            self._reference_scorer = _without_adapters(policy)
+        else:
+            self._reference_scorer = functools.partial(
+                response_token_logprobs, self.reference_model
+            )
+        if self.sharded:
+            if not torch.distributed.is_initialized():
+                raise RuntimeError(
+                    "learner_sharding='fsdp' needs remote learners (num_learners >= 1)"
+                )
+            options = {
+                "compute_dtype": dtype,
+                "cpu_offload": self.config.learner_cpu_offload,
+                "device_type": self._device.type,
+            }
+            policy.score_through(shard_model(policy.model, **options))
+            self._reference_scorer = shard_model(self.reference_model, **options)
+        return module
 
-    def _reference_logprobs(self, ids, attention, targets) -> torch.Tensor:
-        module = self.policy
-        temperature = module.temperature
-        if self.reference_model is not None:
-            return response_token_logprobs(
-                self.reference_model, ids, attention, targets, temperature=temperature
-            )
-        with module.model.disable_adapter():
-            return response_token_logprobs(
-                module.model, ids, attention, targets, temperature=temperature
-            )
+    def _make_modules_ddp_if_necessary(self) -> None:
+        if not self.sharded:  # sharded modules synchronise their own gradients
+            super()._make_modules_ddp_if_necessary()
+
+    def _precision(self):
+        """Autocast to the run's ``dtype`` (FSDP's mixed precision does it when sharded)."""
+        dtype = self.policy.compute_dtype
+        if self.sharded or dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self._device.type, dtype=dtype)
 
     def configure_optimizers_for_module(self, module_id: str, config=None) -> None:
         """AdamW (β 0.9/0.999, weight decay) as the official run; lr set per iteration."""
@@ -113,23 +157,38 @@ class RexRagLearner(TorchLearner):
         return self._weights_seq_no
 
     def save_policy(self, directory: str) -> None:
-        """Write the policy with ``save_pretrained`` (model and tokenizer); rank 0 only."""
-        if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
-            return
+        """Write the policy as a Hugging Face model in ``dtype`` (``save_pretrained``:
+        weights, config, the tokenizer as loaded). Every learner must call it (a sharded
+        policy is gathered); rank 0 writes."""
         module = self.policy
         model = module.model
         if module.uses_lora:  # a plain model for from_pretrained: adapters merged in a copy
             model = copy.deepcopy(model).merge_and_unload()
-        model.save_pretrained(directory)
-        module.tokenizer.save_pretrained(directory)
+        if is_sharded(model):
+            weights = gathered_state_dict(model, module.compute_dtype)
+        else:
+            weights = model.state_dict()
+        if self.rank == 0:
+            save_pretrained_weights(model.config, weights, module.compute_dtype, directory)
+            module.tokenizer.save_pretrained(directory)
 
     def score_shard(
         self, columns: dict[str, np.ndarray], shards: list[np.ndarray]
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Score this learner's rows (``shards[rank]``): several learners split the pass."""
-        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-        rows = shards[rank]
+        rows = shards[self.rank]
         return rows, self.score_tokens({name: value[rows] for name, value in columns.items()})
+
+    def _micro_batches(self, attention_mask: torch.Tensor) -> list[tuple[slice, int] | None]:
+        """This learner's micro-batches ``(rows, width)``. Sharded, padded with ``None``
+        (a placeholder that trains nothing) to the largest count of any learner: every
+        forward pass gathers each layer from all learners, so all run the same number."""
+        chunks: list[tuple[slice, int] | None] = list(
+            micro_batches(attention_mask, self.config.max_tokens_per_micro_batch)
+        )
+        if self.sharded:
+            chunks += [None] * (max_over_ranks(len(chunks)) - len(chunks))
+        return chunks
 
     @torch.no_grad()
     def score_tokens(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -143,16 +202,21 @@ class RexRagLearner(TorchLearner):
         reference, entropy = torch.zeros_like(old), torch.zeros_like(old)
         was_training = module.model.training
         module.model.eval()
-        budget = self.config.max_tokens_per_micro_batch
-        for rows, width in micro_batches(tensors["attention_mask"], budget):
+        for chunk in self._micro_batches(tensors["attention_mask"]):
+            micro = placeholder_rows(tensors) if chunk is None else select_rows(tensors, chunk[0])
+            width = None if chunk is None else chunk[1]
             ids, attention, targets = (
-                tensors[key][rows, :width] for key in ("input_ids", "attention_mask", "target_mask")
+                micro[key][:, :width] for key in ("input_ids", "attention_mask", "target_mask")
             )
-            scored, entropies = response_token_logprobs(
-                module.model, ids, attention, targets, "metric", module.temperature
-            )
-            old[rows, :width], entropy[rows, :width] = scored.cpu(), entropies.cpu()
-            reference[rows, :width] = self._reference_logprobs(ids, attention, targets).cpu()
+            with self._precision():
+                scored, entropies = module.token_logprobs(ids, attention, targets, "metric")
+                referenced = self._reference_scorer(
+                    ids, attention, targets, None, module.temperature
+                )
+            if chunk is not None:
+                rows = chunk[0]
+                old[rows, :width], entropy[rows, :width] = scored.float().cpu(), entropies.cpu()
+                reference[rows, :width] = referenced.float().cpu()
         module.model.train(was_training)
         return {
             "old_logprobs": old.numpy(),
@@ -164,14 +228,18 @@ class RexRagLearner(TorchLearner):
         columns = batch[DEFAULT_MODULE_ID]
         for optimizer in self._optimizer_parameters:
             optimizer.zero_grad(set_to_none=True)
-        total_tokens = columns["loss_mask"].sum().clamp(min=1.0)
+        local_tokens = float(columns["loss_mask"].sum())
+        # Each learner's gradient is averaged over the learners (DDP, FSDP): weighting a
+        # micro-batch by learners · tokens / all learners' tokens makes the step the exact
+        # token mean of the whole mini-batch, however it was split.
+        learners = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        gradient_scale = learners / max(sum_over_ranks(local_tokens), 1.0)
         fwd_out, loss_sum, stats = {}, 0.0, {}
-        chunks = list(
-            micro_batches(columns["attention_mask"], self.config.max_tokens_per_micro_batch)
-        )
+        chunks = self._micro_batches(columns["attention_mask"])
+        real_chunks = sum(chunk is not None for chunk in chunks)
         wrapper = self.module[DEFAULT_MODULE_ID]
-        for index, (rows, _) in enumerate(chunks):
-            micro = select_rows(columns, rows)
+        for index, chunk in enumerate(chunks):
+            micro = placeholder_rows(columns) if chunk is None else select_rows(columns, chunk[0])
             # Under DDP only the last backward all-reduces: ranks may differ in micro-batches.
             last = index == len(chunks) - 1
             sync = (
@@ -179,28 +247,56 @@ class RexRagLearner(TorchLearner):
                 if last or not hasattr(wrapper, "no_sync")
                 else wrapper.no_sync()
             )
+            tokens = float(micro["loss_mask"].sum()) if chunk is not None else 0.0
             with sync:
-                fwd_out = self.module.forward_train({DEFAULT_MODULE_ID: micro})
-                loss = self.compute_losses(fwd_out=fwd_out, batch={DEFAULT_MODULE_ID: micro})[
-                    DEFAULT_MODULE_ID
-                ]
-                share = micro["loss_mask"].sum() / total_tokens
-                (loss * share).backward()
+                with self._precision():
+                    fwd_out = self.module.forward_train({DEFAULT_MODULE_ID: micro})
+                    loss = self.compute_losses(fwd_out=fwd_out, batch={DEFAULT_MODULE_ID: micro})[
+                        DEFAULT_MODULE_ID
+                    ]
+                (loss * (tokens * gradient_scale)).backward()
+            if chunk is None:
+                continue
+            # Statistics weighted alike: their mean over learners is the token mean.
+            share = tokens * gradient_scale
             loss_sum = loss_sum + loss.detach() * share
             for name, value in self.loss_stats.items():  # token-weighted means over micro-batches
                 if name == "ratio_max":
                     stats[name] = max(stats.get(name, 0.0), value)
                 else:
-                    weight = 1.0 if name == "nonfinite_losses" else float(share)
+                    weight = 1.0 if name == "nonfinite_losses" else share
                     stats[name] = stats.get(name, 0.0) + weight * value
         gradients = {pid: p.grad for pid, p in self._params.items() if p.grad is not None}
-        nothing_finite = stats.get("nonfinite_losses", 0.0) == len(chunks)
+        nothing_finite = stats.get("nonfinite_losses", 0.0) == real_chunks
         # A step on all-zero gradients would still move the weights (AdamW's momentum and
-        # weight decay): skip it, unless DDP replicas must step together.
+        # weight decay): skip it, unless several learners must step together.
         if not (nothing_finite and not torch.distributed.is_initialized()):
             self.apply_gradients(self.postprocess_gradients(gradients))
         self.metrics.log_dict(stats, key=DEFAULT_MODULE_ID, window=1)
         return fwd_out, {DEFAULT_MODULE_ID: loss_sum}, {}
+
+    @staticmethod
+    def _get_clip_function():
+        """RLlib's clipping, with the global norm taken over sharded gradients too."""
+        return _clip_gradients
+
+    def _get_optimizer_state(self) -> dict:
+        if not self.sharded:
+            return super()._get_optimizer_state()
+        return {
+            name: {
+                "module_id": self._optimizer_name_to_module[name],
+                "state": gathered_optimizer_state(self.policy, optimizer),
+            }
+            for name, optimizer in self._named_optimizers.items()
+        }
+
+    def _set_optimizer_state(self, state: dict) -> None:
+        if not self.sharded:
+            super()._set_optimizer_state(state)
+            return
+        for name, entry in state.items():
+            load_full_optimizer_state(self.policy, self._named_optimizers[name], entry["state"])
 
     def compute_loss_for_module(
         self, *, module_id: str, config, batch: dict[str, Any], fwd_out: dict[str, Any]
@@ -231,3 +327,36 @@ class RexRagLearner(TorchLearner):
             total = (torch.nan_to_num(logprobs) * 0.0).sum()
         self.loss_stats = {**metrics, **{name: float(value) for name, value in stats.items()}}
         return total
+
+
+def _without_adapters(policy) -> Callable[..., torch.Tensor]:
+    """The LoRA policy's base model (adapters disabled) as a reference scorer."""
+
+    def score(*args, **kwargs) -> torch.Tensor:
+        with policy.model.disable_adapter():
+            return response_token_logprobs(policy.model, *args, **kwargs)
+
+    return score
+
+
+def _clip_gradients(gradients: dict, *, grad_clip: float, grad_clip_by: str):
+    if grad_clip_by == "global_norm":
+        return clip_global_norm(gradients, grad_clip)
+    return clip_gradients(gradients, grad_clip=grad_clip, grad_clip_by=grad_clip_by)
+
+
+def placeholder_rows(columns: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One two-token row with one target, zeros elsewhere, shaped like ``columns``: the
+    micro-batch a sharded learner runs (and scales by 0) when it has fewer than the
+    others, so that every learner runs the same forward passes."""
+    rows = {
+        name: torch.zeros(
+            (1, 2) if value.dim() == 2 else (1,), dtype=value.dtype, device=value.device
+        )
+        for name, value in columns.items()
+    }
+    rows["attention_mask"][:] = 1
+    for name in ("target_mask", "loss_mask"):
+        if name in rows:
+            rows[name][0, 1] = 1
+    return rows

@@ -10,6 +10,7 @@ without materialising a second vocabulary-sized tensor.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 def response_token_logprobs(
@@ -52,3 +53,29 @@ def response_token_logprobs(
     entropies = torch.zeros_like(logprobs)
     entropies[batch_index, position] = target_entropy
     return logprobs, entropies
+
+
+class TokenScorer(nn.Module):
+    """:func:`response_token_logprobs` of ``model`` as a module's ``forward``.
+
+    FSDP2 gathers a sharded group's parameters in its module's forward hooks; the
+    learner shards this module as the root, so its hooks gather the embeddings, final
+    norm and LM head around the whole computation (which calls the decoder and the
+    head directly, not the model's own ``forward``).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        target_mask: torch.Tensor,
+        entropy: str | None = None,
+        temperature: float = 1.0,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return response_token_logprobs(
+            self.model, input_ids, attention_mask, target_mask, entropy, temperature
+        )

@@ -45,6 +45,7 @@ from agents.rexrag.correction import CORRECTION_MODES
 from agents.rexrag.env_runner import RexRagEnvRunner, RolloutResult
 from agents.rexrag.learner import RexRagLearner
 from agents.rexrag.learner_batch import build_learner_batch
+from agents.rexrag.learner_group import RexRagLearnerGroup
 from agents.rexrag.preset_files import read_config_file
 from agents.rexrag.probes import (
     KEEP_RATIO_DECAY,
@@ -53,8 +54,9 @@ from agents.rexrag.probes import (
     probe_keep_count,
     update_keep_ratio,
 )
-from agents.rexrag.rl_module import CausalLMModule
+from agents.rexrag.rl_module import DTYPES, CausalLMModule
 from agents.rexrag.rollout_metrics import rollout_metrics
+from agents.rexrag.sharding import LEARNER_SHARDINGS
 from agents.rexrag.token_batch import TokenBatch, select_rows, to_token_batch
 from rexrag_env.datasets import load_qa_dataset
 from rexrag_env.protocol import (
@@ -172,6 +174,17 @@ class RexRagSettings:
     max_tokens_per_micro_batch: int = 24000
     #: Recompute activations in the backward pass (memory for time).
     gradient_checkpointing: bool = False
+    #: Precision of the learners' forward and backward passes and scoring, of the
+    #: EnvRunners' policy, the weight sync and the exported policy: ``float32`` (CPU)
+    #: or ``bfloat16`` (the GPU presets, as the official run). The learners' master
+    #: weights and AdamW state stay float32 (a 1e-6 step is below bfloat16's resolution).
+    dtype: str = "float32"
+    #: How several learners hold the policy: ``ddp`` (RLlib's replicas: each learner has
+    #: all weights, gradients and optimizer state) or ``fsdp`` (FSDP2 shards them over
+    #: the learners, per decoder layer; the reference policy is sharded too).
+    learner_sharding: str = "ddp"
+    #: fsdp: keep the shards, their gradients and the optimizer step in CPU memory.
+    learner_cpu_offload: bool = False
     #: > 0: train LoRA adapters of this rank instead of all weights (needs peft).
     lora_rank: int = 0
     lora_alpha: float = 16.0
@@ -221,6 +234,7 @@ class RexRagConfig(AlgorithmConfig):
             module_class=CausalLMModule,
             model_config={
                 "model": self.llm,
+                "dtype": self.dtype,
                 "gradient_checkpointing": self.gradient_checkpointing,
                 # The entropy metric comes from the scoring pass; the update pays for
                 # a vocabulary-sized entropy only when it is a loss term.
@@ -240,6 +254,17 @@ class RexRagConfig(AlgorithmConfig):
 
     def get_default_learner_class(self):
         return RexRagLearner
+
+    def build_learner_group(
+        self, *, env=None, spaces=None, rl_module_spec=None, placement_group=None
+    ):
+        """RLlib's LearnerGroup, except that a sharded policy's state is gathered from
+        every learner (:class:`RexRagLearnerGroup`)."""
+        if rl_module_spec is None:
+            rl_module_spec = self.get_multi_rl_module_spec(env=env, spaces=spaces)
+        return RexRagLearnerGroup(
+            config=self.copy(), module_spec=rl_module_spec, placement_group=placement_group
+        )
 
     def training(self, **kwargs) -> RexRagConfig:
         ours = {k: kwargs.pop(k) for k in list(kwargs) if k in _SETTINGS}
@@ -324,6 +349,7 @@ class RexRagConfig(AlgorithmConfig):
             problems.append(
                 f"max_tokens_per_micro_batch must be >= 1, got {self.max_tokens_per_micro_batch!r}"
             )
+        problems += self._learner_problems()
         if self.lora_rank > 0 and self.backend == "vllm":
             problems.append(
                 "lora_rank > 0 needs backend 'hf' (the vLLM backend syncs full weights only)"
@@ -337,6 +363,33 @@ class RexRagConfig(AlgorithmConfig):
                 problems.append(f"exploratory_prompts: {error}")
         if problems:
             raise ValueError("invalid RexRagConfig: " + "; ".join(problems))
+
+    def _learner_problems(self) -> list[str]:
+        """Precision and sharding: what the learners can hold and compute."""
+        problems = []
+        if self.dtype not in DTYPES:
+            problems.append(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
+        if self.learner_sharding not in LEARNER_SHARDINGS:
+            problems.append(
+                f"learner_sharding must be one of {LEARNER_SHARDINGS}, "
+                f"got {self.learner_sharding!r}"
+            )
+        if self.learner_sharding == "fsdp":
+            if self.num_learners < 1:
+                problems.append(
+                    "learner_sharding='fsdp' needs num_learners >= 1 (remote learners in a "
+                    "process group; num_learners=0 trains in the driver)"
+                )
+            if self.lora_rank > 0:
+                problems.append(
+                    "learner_sharding='fsdp' trains full weights: set lora_rank=0 "
+                    "(LoRA adapters are small enough for ddp)"
+                )
+            if self.grad_clip_by != "global_norm":
+                problems.append("learner_sharding='fsdp' clips by global_norm only")
+        elif self.learner_cpu_offload:
+            problems.append("learner_cpu_offload needs learner_sharding='fsdp'")
+        return problems
 
     def _probe_filter_problems(self) -> list[str]:
         """The filter keeps at most K probes (:func:`probe_keep_count`). When K is 0 from the
@@ -399,6 +452,7 @@ class RexRagConfig(AlgorithmConfig):
             "tensor_parallel_size": self.vllm_tensor_parallel_size,
             "sleep_level": self.vllm_sleep_level,
             "weight_transport": self.vllm_weight_transport,
+            "dtype": self.dtype,
         }
         if self.vllm_max_model_len is not None:
             options["max_model_len"] = self.vllm_max_model_len
@@ -677,14 +731,17 @@ class RexRag(Algorithm):
 
 
 def _learner_values(results) -> dict[str, float]:
-    """The module's scalar statistics from ``LearnerGroup.update``'s result (mean over learners)."""
+    """The module's scalar statistics from ``LearnerGroup.update``'s result, over the
+    learners: the mean (each learner weights its tokens so that this mean is the token
+    mean), the max of ``ratio_max``, the sum of ``nonfinite_losses``."""
     values: dict[str, list[float]] = {}
     for result in results:
         for name, value in result.get(DEFAULT_MODULE_ID, {}).items():
             value = value.peek() if hasattr(value, "peek") else value
             if isinstance(value, (int, float, np.floating)) and name in _LEARNER_METRICS:
                 values.setdefault(name, []).append(float(value))
-    return {name: float(np.mean(v)) for name, v in values.items()}
+    over_learners = {"ratio_max": max, "nonfinite_losses": sum}
+    return {name: float(over_learners.get(name, np.mean)(v)) for name, v in values.items()}
 
 
 _LEARNER_METRICS = (
