@@ -46,15 +46,19 @@ def test_validate_names_the_field(override, field):
 
 def test_vllm_engine_options_come_from_the_typed_fields_then_vllm_options():
     config = RexRagConfig().training(
-        vllm_max_model_len=2048, vllm_sleep_level=1, vllm_options={"dtype": "bfloat16"}
+        vllm_max_model_len=2048,
+        vllm_sleep_level=1,
+        dtype="bfloat16",  # the engine computes in the run's precision
+        vllm_options={"enforce_eager": True},
     )
     assert config.vllm_engine_options() == {
         "gpu_memory_utilization": 0.4,
         "tensor_parallel_size": 1,
         "sleep_level": 1,
         "weight_transport": "file",
-        "max_model_len": 2048,
         "dtype": "bfloat16",
+        "max_model_len": 2048,
+        "enforce_eager": True,
     }
     overridden = config.training(vllm_options={"gpu_memory_utilization": 0.9})
     assert overridden.vllm_engine_options()["gpu_memory_utilization"] == 0.9
@@ -80,6 +84,7 @@ def test_yaml_round_trip(tmp_path):
 def test_presets_load_and_validate():
     assert presets() == [
         "qwen2.5-3b-search-r1",
+        "qwen2.5-7b-search-r1",
         "smollm2-cpu",
         "tiny-cpu",
         "tiny-sanity",
@@ -89,16 +94,27 @@ def test_presets_load_and_validate():
     assert (sanity.llm, sanity.group_size, sanity.dataset) == ("tiny-sanity", 4, "tiny-sanity")
     paper = RexRagConfig.from_yaml("qwen2.5-3b-search-r1")
     hardware = {"backend", "num_env_runners", "num_learners", "num_gpus_per_learner"}
-    hardware |= {"num_gpus_per_env_runner", "gradient_checkpointing"}
+    hardware |= {"num_gpus_per_env_runner", "gradient_checkpointing", "dtype"}
+    hardware |= {"learner_sharding", "learner_cpu_offload", "vllm_gpu_memory_utilization"}
+    hardware |= {"vllm_sleep_level", "dataset", "retriever"}  # the paper's data, not ours
 
     def algorithm_fields(config):
         return {k: v for k, v in config.to_yaml_dict().items() if k not in hardware}
 
     assert algorithm_fields(paper) == algorithm_fields(RexRagConfig())  # the defaults
-    assert (paper.num_learners, paper.num_gpus_per_learner, paper.backend) == (8, 1, "vllm")
+    assert (paper.num_learners, paper.backend, paper.learner_sharding) == (8, "vllm", "fsdp")
+    # one learner and one vLLM EnvRunner per GPU, 8 GPUs in Ray's accounting
+    assert paper.num_learners * (paper.num_gpus_per_learner + paper.num_gpus_per_env_runner) == 8
+    assert (paper.dataset, paper.retriever) == (
+        "data/nq_hotpotqa_train/train.parquet",
+        "http://127.0.0.1:8000/retrieve",
+    )
+    paper_7b = RexRagConfig.from_yaml("qwen2.5-7b-search-r1")
+    assert paper_7b.llm == "Qwen/Qwen2.5-7B"
+    assert {**paper_7b.to_yaml_dict(), "llm": paper.llm} == paper.to_yaml_dict()
     tiny = RexRagConfig.from_yaml("tiny-cpu", {"group_size": 3})
     assert (tiny.llm, tiny.group_size) == ("tiny", 3)
-    for config in (paper, tiny):
+    for config in (paper, paper_7b, tiny):
         config.check_settings()
     with pytest.raises(FileNotFoundError, match="tiny-cpu"):
         RexRagConfig.from_yaml("no-such-preset")

@@ -41,20 +41,23 @@ def one_learner_run(answering_model_dir, capital_task, ray_cluster, tmp_path_fac
 SETTINGS = {"minibatch_size": 5, "max_tokens_per_micro_batch": 200}
 
 
-@pytest.mark.parametrize("sharding", ["fsdp", "ddp"])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {"learner_sharding": "ddp"},
+        {"learner_sharding": "fsdp"},
+        {"learner_sharding": "fsdp", "learner_cpu_offload": True},
+    ],
+    ids=["ddp", "fsdp", "fsdp-offload"],
+)
 def test_two_learners_take_the_exact_token_mean_step_of_one(
-    sharding, one_learner_run, answering_model_dir, capital_task, tmp_path
+    layout, one_learner_run, answering_model_dir, capital_task, tmp_path
 ):
-    """Two learners (FSDP2 shards or DDP replicas) split every mini-batch with unequal
-    token counts; the step is still the token mean over the whole mini-batch, so the
-    trained weights equal one learner's (up to float32 summation order)."""
-    config = tiny_config(
-        answering_model_dir,
-        capital_task,
-        num_learners=2,
-        learner_sharding=sharding,
-        **SETTINGS,
-    )
+    """Two learners (FSDP2 shards, offloaded or not, or DDP replicas) split every
+    mini-batch with unequal token counts and micro-batch counts; the step is still the
+    token mean over the whole mini-batch, so the trained weights equal one learner's
+    (up to float32 summation order)."""
+    config = tiny_config(answering_model_dir, capital_task, num_learners=2, **layout, **SETTINGS)
     metrics, weights = train_and_export(config, tmp_path)
     expected_metrics, expected = one_learner_run
     for name in COMPARED:
@@ -115,3 +118,65 @@ def test_sharding_settings_are_checked(answering_model_dir, capital_task):
     assert "needs learner_sharding='fsdp'" in problems(learner_cpu_offload=True)
     assert "dtype must be one of" in problems(dtype="float16")
     assert "learner_sharding must be one of" in problems(learner_sharding="zero3")
+
+
+def _gather_on_two_ranks(rank: int, model_dir: str, port: int, out: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from agents.llm.models import load_model_and_tokenizer
+    from agents.rexrag.sharding import gathered_state_dict, load_full_state_dict, shard_model
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        model, _ = load_model_and_tokenizer(model_dir)
+        scorer = shard_model(
+            model, compute_dtype=torch.float32, cpu_offload=False, device_type="cpu"
+        )
+        gathered = gathered_state_dict(scorer.model, torch.bfloat16)
+        full = {
+            k: torch.full_like(v, 0.5)
+            for k, v in load_model_and_tokenizer(model_dir)[0].state_dict().items()
+        }
+        load_full_state_dict(scorer.model, full)
+        reloaded = gathered_state_dict(scorer.model)
+        torch.save((gathered, reloaded), f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gathered_state_is_full_on_rank_zero_with_tied_weights_once(answering_model_dir, tmp_path):
+    """Two gloo ranks shard the tiny model (tied embeddings): rank 0 gathers the full
+    weights, cast as asked, the tied pair as one tensor; rank 1 gets nothing; full
+    weights loaded into the shards come back out."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from agents.llm.models import load_model_and_tokenizer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    context = mp.get_context("spawn")
+    workers = [
+        context.Process(
+            target=_gather_on_two_ranks, args=(rank, str(answering_model_dir), port, tmp_path)
+        )
+        for rank in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=180)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    gathered, reloaded = torch.load(tmp_path / "rank0.pt")
+    assert torch.load(tmp_path / "rank1.pt") == ({}, {})
+    expected = load_model_and_tokenizer(answering_model_dir)[0].state_dict()
+    assert gathered.keys() == expected.keys()
+    for name, value in expected.items():
+        assert torch.equal(gathered[name], value.to(torch.bfloat16)), name
+        assert torch.equal(reloaded[name], torch.full_like(value, 0.5)), name
+    assert gathered["lm_head.weight"] is gathered["model.embed_tokens.weight"]
