@@ -13,6 +13,20 @@ from rexrag_env.retrieval.base import (
 from rexrag_env.retrying_http import AttemptsExhaustedError, request_with_retries
 
 
+def passage_from_answer(item: dict) -> Passage:
+    """One ranked item of a ``/retrieve`` answer, in any shape Search-R1's servers send:
+    ``{"document": {...}, "score": s}`` (with ``return_scores``) or the bare document;
+    the document's ``id`` is absent in its BM25 server over raw-stored documents and
+    its web-search servers (then ``""``), ``score`` in the web servers (then 0).
+    ``contents`` is the passage in every shape."""
+    document = item.get("document", item)
+    return Passage(
+        str(document.get("id", "")),
+        str(document["contents"]),
+        float(item.get("score") or 0.0),
+    )
+
+
 class HTTPRetriever:
     """A :class:`Retriever` that sends each batch of queries in one ``POST /retrieve``.
 
@@ -50,17 +64,7 @@ class HTTPRetriever:
             result = answer["result"]
             if len(result) != len(queries):
                 raise ValueError(f"{len(result)} result lists for {len(queries)} queries")
-            return [
-                [
-                    Passage(
-                        str(item["document"]["id"]),
-                        str(item["document"]["contents"]),
-                        float(item.get("score", 0.0)),
-                    )
-                    for item in ranked
-                ]
-                for ranked in result
-            ]
+            return [[passage_from_answer(item) for item in ranked] for ranked in result]
         except (KeyError, TypeError, ValueError) as error:
             raise RetrievalError(
                 f"retrieval service at {self.url} sent a malformed answer: {error}"

@@ -7,7 +7,12 @@ import requests
 
 from rexrag_env.retrieval.base import RetrievalError, RetrieverUnavailableError
 from rexrag_env.retrieval.client import HTTPRetriever
-from rexrag_env.retrieval.server import MAX_QUERIES_PER_REQUEST, background_server
+from rexrag_env.retrieval.server import (
+    MAX_QUERIES_PER_REQUEST,
+    SEARCH_CHUNK,
+    background_app,
+    background_server,
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +55,12 @@ def test_search_r1_wire_format(service):
         (b"{not json", 422),
         (b"[]", 422),
         (b'{"topk": 3}', 422),
-        (b'{"queries": []}', 422),
         (b'{"queries": "one string"}', 422),
         (b'{"queries": ["a", 5]}', 422),
         (b'{"queries": ["a"], "topk": 0}', 422),
         (b'{"queries": ["a"], "topk": 100000}', 422),
         (json.dumps({"queries": ["x" * 10_000]}).encode(), 422),
-        (json.dumps({"queries": ["q"] * (MAX_QUERIES_PER_REQUEST + 1)}).encode(), 422),
+        (json.dumps({"queries": ["q"] * (MAX_QUERIES_PER_REQUEST + 1)}).encode(), 413),
     ],
 )
 def test_bad_requests_get_4xx_and_the_service_survives(service, payload, status):
@@ -134,3 +138,69 @@ def test_env_works_through_the_service(service):
     env.reset(seed=1)
     obs, *_ = env.step("<search>Neil Peart</search>")
     assert "Neil Peart" in obs
+
+
+class CountingRetriever:
+    """Answers every query with its own text, ``k`` times; records each call's size."""
+
+    def __init__(self):
+        self.calls: list[int] = []
+
+    def search(self, queries, k):
+        from rexrag_env.retrieval.base import Passage
+
+        self.calls.append(len(queries))
+        return [[Passage(str(rank), query, 1.0) for rank in range(k)] for query in queries]
+
+
+def test_search_r1_trainers_requests_are_served():
+    """What Search-R1's and REX-RAG's trainers send: an empty list on a turn where no
+    rollout searched (they then read ``result``), ``topk: null``, and a whole batch of
+    1024 prompts × 5 rollouts in one request (searched in chunks)."""
+    retriever = CountingRetriever()
+    with background_server(retriever, default_topk=2) as url:
+        post = lambda body: requests.post(url + "/retrieve", json=body, timeout=60)  # noqa: E731
+        assert post({"queries": [], "topk": 3, "return_scores": True}).json() == {"result": []}
+        assert retriever.calls == []
+        unset = post({"queries": ["a"], "topk": None, "return_scores": True}).json()["result"]
+        assert len(unset[0]) == 2  # the service's default
+        batch = [f"query {i}" for i in range(1024 * 5)]
+        result = post({"queries": batch, "topk": 3, "return_scores": True}).json()["result"]
+    assert [ranked[0]["document"]["contents"] for ranked in result] == batch
+    assert retriever.calls[1:] == [SEARCH_CHUNK, len(batch) - SEARCH_CHUNK]
+
+
+def _search_r1_shaped_service(shape: str):
+    """A service answering as one of Search-R1's servers does (shapes from its
+    documented formats: the dense/BM25 server, BM25 over raw-stored documents without
+    ids, the web-search servers without ids or scores, a server ignoring return_scores)."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.post("/retrieve")
+    def retrieve(body: dict) -> dict:
+        def item(query: str, rank: int) -> dict:
+            contents = f'"{query}"\npassage {rank}'
+            return {
+                "dense": {"document": {"id": str(rank), "contents": contents}, "score": 0.5},
+                "raw_bm25": {"document": {"contents": contents}, "score": 0.5},
+                "web": {"document": {"contents": contents}},
+                "bare": {"id": str(rank), "contents": contents},
+            }[shape]
+
+        return {"result": [[item(q, r) for r in range(body["topk"])] for q in body["queries"]]}
+
+    return background_app(app)
+
+
+@pytest.mark.parametrize("shape", ["dense", "raw_bm25", "web", "bare"])
+def test_client_reads_every_search_r1_answer_shape(shape):
+    with _search_r1_shaped_service(shape) as url:
+        (ranked,) = HTTPRetriever(url).search(["who wrote it"], 2)
+    assert [p.contents for p in ranked] == [
+        '"who wrote it"\npassage 0',
+        '"who wrote it"\npassage 1',
+    ]
+    assert [p.id for p in ranked] == (["0", "1"] if shape in ("dense", "bare") else ["", ""])
+    assert [p.score for p in ranked] == ([0.5, 0.5] if shape in ("dense", "raw_bm25") else [0, 0])
