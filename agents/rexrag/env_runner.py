@@ -41,9 +41,10 @@ def worker_seed(seed: int, worker_index: int) -> int:
 class RolloutResult:
     """What one EnvRunner returns per iteration.
 
-    A failure inside sampling (a retriever that is down, a broken dataset row) comes
-    back as ``error`` instead of killing the actor, so the algorithm can fail the
-    iteration with the worker's message; an actor that dies is RLlib's to restart.
+    A failure inside sampling (a retriever that is down, a broken dataset row) or in
+    building the runner's retriever (an index path missing on its node) comes back as
+    ``error`` instead of killing the actor, so the algorithm can fail the iteration with
+    the worker's message; an actor that dies is RLlib's to restart.
     """
 
     trajectories: list[Trajectory] = field(default_factory=list)
@@ -59,7 +60,14 @@ class RexRagEnvRunner(EnvRunner):
         super().__init__(config=config, **kwargs)
         self.module, generator = self._make_policy(config)
         seed = worker_seed(config.seed or 0, self.worker_index or 0)
-        retriever = make_retriever(config.retriever)
+        # A constructor that raises loses its message: RLlib (restart_failed_env_runners)
+        # logs it, drops the actor and fails the build with an unrelated IndexError. The
+        # runner stays up instead and reports the error from sample().
+        self.setup_error: str | None = None
+        try:
+            retriever = make_retriever(config.retriever)
+        except Exception as error:
+            retriever, self.setup_error = None, _error_report(error)
         self.questions = load_qa_dataset(config.dataset)
         self.sampler = MixedSampler(
             config.make_agent(generator),
@@ -109,6 +117,8 @@ class RexRagEnvRunner(EnvRunner):
         arrived) refuses to sample rather than feed the learner off-policy rollouts
         scored as on-policy.
         """
+        if self.setup_error is not None:
+            return RolloutResult(worker_index=self.worker_index or 0, error=self.setup_error)
         if weights_seq_no is not None and self._weights_seq_no < weights_seq_no:
             return RolloutResult(
                 worker_index=self.worker_index or 0,
@@ -133,7 +143,7 @@ class RexRagEnvRunner(EnvRunner):
         except Exception as error:  # reported to the driver, see RolloutResult
             return RolloutResult(
                 worker_index=self.worker_index or 0,
-                error=f"{type(error).__name__}: {error}\n{traceback.format_exc()}",
+                error=_error_report(error),
             )
         seconds = {**agent.seconds, "probing": self.sampler.probe_seconds}
         seconds["sampling"] = time.perf_counter() - start
@@ -189,3 +199,8 @@ class RexRagEnvRunner(EnvRunner):
 
     def stop(self) -> None:
         self.sampler = None
+
+
+def _error_report(error: Exception) -> str:
+    """An exception as the driver shows it: type, message and the runner's traceback."""
+    return f"{type(error).__name__}: {error}\n{traceback.format_exc()}"

@@ -32,7 +32,11 @@ from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core import COMPONENT_LEARNER_GROUP, DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
-from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
+from ray.rllib.utils.metrics import (
+    ENV_RUNNER_RESULTS,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    NUM_EPISODES_LIFETIME,
+)
 
 from agents.evaluation import EvalProtocol
 from agents.llm.backends import BACKENDS
@@ -55,7 +59,7 @@ from agents.rexrag.probes import (
     update_keep_ratio,
 )
 from agents.rexrag.rl_module import DTYPES, CausalLMModule
-from agents.rexrag.rollout_metrics import rollout_metrics
+from agents.rexrag.rollout_metrics import env_steps_sampled, episode_stats, rollout_metrics
 from agents.rexrag.sharding import LEARNER_SHARDINGS
 from agents.rexrag.token_batch import TokenBatch, select_rows, to_token_batch
 from rexrag_env.datasets import load_qa_dataset
@@ -557,7 +561,7 @@ class RexRag(Algorithm):
         )
         start = time.perf_counter()
         learner_stats = self._update(
-            prepared.columns, stream_seed(seed, MINIBATCH_ORDER), len(trajectories)
+            prepared.columns, stream_seed(seed, MINIBATCH_ORDER), env_steps_sampled(trajectories)
         )
         seconds["learning"] = time.perf_counter() - start
         self.env_runner_group.sync_weights(
@@ -584,9 +588,12 @@ class RexRag(Algorithm):
             }
         )
         self.metrics.log_dict(metrics, key=METRICS_KEY, reduce="mean", window=1)
+        # RLlib's standard keys, for Tune's and RLlib users' defaults: env steps are turns
+        self.metrics.log_dict(episode_stats(trajectories), key=ENV_RUNNER_RESULTS, window=1)
         self.metrics.log_value(
-            NUM_ENV_STEPS_SAMPLED_LIFETIME, len(trajectories), reduce="lifetime_sum"
+            NUM_ENV_STEPS_SAMPLED_LIFETIME, env_steps_sampled(trajectories), reduce="lifetime_sum"
         )
+        self.metrics.log_value(NUM_EPISODES_LIFETIME, len(trajectories), reduce="lifetime_sum")
 
     def _next_keep_ratio(self, kept_probe_accuracy: float | None) -> float:
         """The EWMA step of the keep ratio (spec §3.3). An iteration that kept no probe

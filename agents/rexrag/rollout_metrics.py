@@ -50,3 +50,25 @@ def rollout_metrics(
             sum(c == Component.MODEL for t in trajectories for c in t.components)
         ),
     }
+
+
+def env_steps_sampled(trajectories: Sequence[Trajectory]) -> int:
+    """Environment steps (turns) the policy played: every turn of an original, and a
+    probe's turns after its exploratory prompt (the turns before are its original's).
+    RLlib's ``num_env_steps_sampled`` counts these."""
+    steps = 0
+    for trajectory in trajectories:
+        kinds = [turn.action_type for turn in trajectory.turns]
+        start = kinds.index("probe_prompt") + 1 if "probe_prompt" in kinds else 0
+        steps += len(kinds) - start
+    return steps
+
+
+def episode_stats(trajectories: Sequence[Trajectory]) -> dict[str, float]:
+    """RLlib's standard episode keys over the originals (the policy's own episodes;
+    probes are continued from them): return (the EM reward) and length in turns."""
+    originals = [t for t in trajectories if not t.is_probe]
+    return {
+        "episode_return_mean": _mean([t.reward for t in originals]),
+        "episode_len_mean": _mean([t.num_turns for t in originals]),
+    }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 from rexrag_env.registry import NameRegistry
@@ -21,6 +23,10 @@ def make_retriever(spec: Retriever | str | Path) -> Retriever:
     and cached; ``"synthwiki"``: BM25 over the generated SynthWiki corpus); an
     ``http(s)://`` URL of a retrieval service; the path of an index directory from
     ``rexrag index``.
+
+    Raises:
+        ValueError: ``spec`` is none of these; for a spec that looks like a path, the
+            message names this node and how to serve the index instead.
     """
     if not isinstance(spec, (str, Path)):
         if not isinstance(spec, Retriever):
@@ -35,9 +41,35 @@ def make_retriever(spec: Retriever | str | Path) -> Retriever:
         from rexrag_env.retrieval.client import HTTPRetriever
 
         return HTTPRetriever(text)
-    if Path(text).is_dir():
-        return load_retriever(text)
-    raise ValueError(
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return load_retriever(path)
+    accepted = (
         f"retriever {text!r} is not one of {tuple(RETRIEVERS.names())}, an http(s):// "
         "service URL or an index directory"
+    )
+    if _looks_like_path(text):
+        raise ValueError(f"{accepted}: {_missing_index_hint(path)}")
+    raise ValueError(accepted)
+
+
+def _looks_like_path(text: str) -> bool:
+    """A spec meant as a directory (``idx/bm25``, ``./idx``, ``~/idx``), not a misspelt
+    name: its error says where the directory was looked for, not only the names."""
+    return text.startswith((".", "~")) or "/" in text or os.sep in text
+
+
+def _missing_index_hint(path: Path) -> str:
+    """Why an index path that works on one machine fails on another, and the fix.
+
+    Every EnvRunner opens the index itself, so on a cluster the path is read on each
+    runner's node; a path that exists only on the driver's node fails there. Serving
+    the index once and passing its URL avoids copying it to every node.
+    """
+    return (
+        f"there is no directory {path} on node {socket.gethostname()}. An index path is "
+        "read on every EnvRunner's node (each runner opens the index there), so it must "
+        "exist on each of them; or serve the index from one node with `rexrag serve "
+        "--index PATH --host 0.0.0.0 --port PORT` and pass its URL "
+        "(retriever=http://HOST:PORT/retrieve)"
     )

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from agents.rexrag.learner_batch import build_learner_batch, probe_prompt_scores
-from agents.rexrag.rollout_metrics import dead_end_fraction, rollout_metrics
+from agents.rexrag.rollout_metrics import (
+    dead_end_fraction,
+    env_steps_sampled,
+    episode_stats,
+    rollout_metrics,
+)
 from agents.rexrag.token_batch import to_token_batch
 from agents.trajectory import Component, Trajectory, Turn
 
@@ -160,3 +165,15 @@ def test_rollout_metrics():
     assert metrics["accuracy_original"] == 0.25 and metrics["accuracy_probe"] == 0.5
     assert metrics["accuracy_probe_kept"] == 1.0
     assert metrics["num_questions"] == 2 and metrics["sampled_tokens"] == 14
+
+
+def test_env_steps_count_the_turns_played_and_episodes_are_the_originals():
+    search = Turn("<search> q </search>", "<information>…</information>", "search")
+    answer = Turn("<answer> x </answer>", "", "answer")
+    original = trajectory("q1", [P, M, M], 0.0)
+    original.turns = [search, search, answer]
+    probe = trajectory("q1", [P, M, Q, M], 1.0, is_probe=True)
+    # the probe copies the original's first two turns, then plays two of its own
+    probe.turns = [search, search, Turn("", "<think> doubt", "probe_prompt"), search, answer]
+    assert env_steps_sampled([original, probe]) == 3 + 2
+    assert episode_stats([original, probe]) == {"episode_return_mean": 0.0, "episode_len_mean": 3}

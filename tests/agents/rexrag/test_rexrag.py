@@ -77,7 +77,12 @@ def local_algo(answering_model_dir, capital_task, ray_cluster):
 
 def test_one_local_iteration_trains_on_probes_and_syncs_weights(local_algo):
     before = learner_weights(local_algo)
-    metrics = local_algo.train()[METRICS_KEY]
+    result = local_algo.train()
+    metrics = result[METRICS_KEY]
+    # RLlib's standard keys, which Tune's and RLlib's defaults read
+    assert result["env_runners"]["episode_return_mean"] == metrics["accuracy_original"]
+    assert result["env_runners"]["episode_len_mean"] >= 1
+    assert result["num_env_steps_sampled_lifetime"] >= 4 * 3  # turns of 4 questions × 3
     assert metrics["probes_spawned"] > 0 and metrics["probes_kept"] > 0
     assert 0 < metrics["alpha"] < 1
     assert metrics["num_questions"] == 4

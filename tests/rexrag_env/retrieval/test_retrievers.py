@@ -2,11 +2,14 @@
 
 import json
 import pickle
+import socket
+from pathlib import Path
 
 import pytest
 
 from rexrag_env.retrieval.base import RetrievalError
 from rexrag_env.retrieval.corpus import Corpus
+from rexrag_env.retrieval.factory import make_retriever
 from rexrag_env.retrieval.index import build_index, load_retriever, read_index_meta
 
 
@@ -292,6 +295,31 @@ def test_load_errors_are_clear(tmp_path, hotpot_slice):
         load_retriever(tmp_path / "idx")
     with pytest.raises(ValueError, match="unknown retriever kind"):
         build_index(hotpot_slice, "splade", tmp_path / "x")
+
+
+@pytest.mark.parametrize("spec", ["idx/bm25", "./idx", "~/idx", "{tmp}/idx"])
+def test_a_missing_index_path_names_the_node_and_how_to_serve_it(spec, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    spec = spec.format(tmp=tmp_path)
+    with pytest.raises(ValueError) as error:
+        make_retriever(spec)
+    message = str(error.value)
+    assert f"no directory {Path(spec).expanduser()} on node {socket.gethostname()}" in message
+    assert "read on every EnvRunner's node" in message
+    assert "rexrag serve --index PATH" in message
+    assert "retriever=http://HOST:PORT/retrieve" in message
+
+
+def test_a_misspelt_name_lists_the_names_and_a_home_path_is_expanded(
+    hotpot_slice, tmp_path, monkeypatch
+):
+    with pytest.raises(ValueError, match=r"'bm52' is not one of \('bm25'") as error:
+        make_retriever("bm52")
+    assert "rexrag serve" not in str(error.value)  # a name, not a path: no node hint
+    monkeypatch.setenv("HOME", str(tmp_path))
+    build_index(hotpot_slice, "bm25", tmp_path / "idx", show_progress=False)
+    assert len(make_retriever("~/idx").corpus) == len(Corpus(hotpot_slice))
 
 
 def test_in_memory_retriever_refuses_to_pickle(hotpot_slice):
