@@ -1,4 +1,4 @@
-"""The ``rexrag`` command line: quickstart, sft, train, tune, eval, index, search, serve."""
+"""The ``rexrag`` command line: quickstart, sft, train, plan, tune, eval, index, search, serve."""
 
 from __future__ import annotations
 
@@ -244,6 +244,35 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_plan_command(commands) -> None:
+    parser = commands.add_parser(
+        "plan", help="per-GPU memory of a training config under ddp, fsdp and fsdp+offload"
+    )
+    _add_config_arguments(parser, "qwen2.5-3b-search-r1")
+    parser.add_argument(
+        "--gpus", type=int, help="learner GPUs (default: the config's num_learners, at least 1)"
+    )
+    parser.add_argument(
+        "--gpu-memory",
+        type=float,
+        default=80.0,
+        help="memory per GPU in GiB (default 80: an A100/H100 80GB)",
+    )
+    parser.set_defaults(run=_run_plan)
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    """Print the plan; exit 0 whether or not it fits (the table says which layouts do)."""
+    from agents.rexrag import RexRagConfig
+    from agents.runs.memory_plan import model_shape, plan_memory, render_plan
+
+    config = RexRagConfig.from_yaml(args.config, parse_overrides(args.overrides))
+    gpus = args.gpus if args.gpus is not None else max(1, config.num_learners)
+    plan = plan_memory(config, model_shape(config.llm), gpus=gpus, gpu_memory_gb=args.gpu_memory)
+    print(render_plan(plan))
+    return 0
+
+
 def _add_sft_command(commands) -> None:
     parser = commands.add_parser(
         "sft", help="warm-start a policy on scripted search demonstrations (before RL)"
@@ -453,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quickstart_command(commands)
     _add_sft_command(commands)
     _add_train_command(commands)
+    _add_plan_command(commands)
     _add_tune_command(commands)
     _add_eval_command(commands)
     _add_index_command(commands)

@@ -6,6 +6,8 @@ import contextlib
 import copy
 import functools
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,21 @@ from agents.rexrag.sharding import (
     sum_over_ranks,
 )
 from agents.rexrag.token_batch import select_rows
+
+
+@dataclass
+class PolicyExport:
+    """What ``save_pretrained`` needs of a policy, sent from a learner to the driver."""
+
+    config: Any
+    weights: dict[str, torch.Tensor]
+    dtype: torch.dtype
+    tokenizer: Any
+
+    def save(self, directory: str | Path) -> None:
+        """Write a ``from_pretrained`` directory (weights in ``dtype``, tokenizer)."""
+        save_pretrained_weights(self.config, self.weights, self.dtype, directory)
+        self.tokenizer.save_pretrained(str(directory))
 
 
 def warmup_learning_rate(base_lr: float, iteration: int, warmup_iterations: int) -> float:
@@ -156,10 +173,11 @@ class RexRagLearner(TorchLearner):
         version EnvRunners must have synced before they sample."""
         return self._weights_seq_no
 
-    def save_policy(self, directory: str) -> None:
-        """Write the policy as a Hugging Face model in ``dtype`` (``save_pretrained``:
-        weights, config, the tokenizer as loaded). Every learner must call it (a sharded
-        policy is gathered); rank 0 writes."""
+    def policy_export(self) -> PolicyExport | None:
+        """The policy as a Hugging Face model in ``dtype``: the full weights (a sharded
+        policy is gathered: every learner must call this), its config and the tokenizer
+        as loaded. Rank 0 returns it, the others None; the driver writes it, so an
+        export lands on the driver's node whichever node trains."""
         module = self.policy
         model = module.model
         if module.uses_lora:  # a plain model for from_pretrained: adapters merged in a copy
@@ -167,10 +185,10 @@ class RexRagLearner(TorchLearner):
         if is_sharded(model):
             weights = gathered_state_dict(model, module.compute_dtype)
         else:
-            weights = model.state_dict()
-        if self.rank == 0:
-            save_pretrained_weights(model.config, weights, module.compute_dtype, directory)
-            module.tokenizer.save_pretrained(directory)
+            weights = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+        if self.rank != 0:
+            return None
+        return PolicyExport(model.config, weights, module.compute_dtype, module.tokenizer)
 
     def score_shard(
         self, columns: dict[str, np.ndarray], shards: list[np.ndarray]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import random
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pyarrow.fs
 import yaml
 from gymnasium.vector import AutoresetMode
 from ray.rllib.algorithms.algorithm import Algorithm
@@ -75,6 +77,8 @@ from rexrag_env.vector import SearchQAVectorEnv
 
 #: Where RexRag's per-iteration metrics live in ``Algorithm.train()``'s result.
 METRICS_KEY = "rexrag"
+#: The Hugging Face export inside every checkpoint (``from_pretrained`` reads it).
+POLICY_DIR = "policy"
 _STATE_KEY = "rexrag_state"
 #: The streams of an iteration, below ``stream_seed(seed, iteration)``.
 QUESTION_DRAW, ROLLOUT, MINIBATCH_ORDER = 0, 1, 2
@@ -700,10 +704,31 @@ class RexRag(Algorithm):
 
     # -- fault tolerance and checkpoints ---------------------------------------------
 
+    def save_to_path(self, path=None, *, state=None, filesystem=None, use_msgpack=False) -> str:
+        """RLlib's checkpoint plus :data:`POLICY_DIR`, the policy as a Hugging Face model,
+        so that every checkpoint (``algo.save_to_path``, Tune's trial checkpoints, ``rexrag
+        train``'s) is a model that ``rexrag eval --checkpoint`` and ``from_pretrained``
+        read."""
+        saved = super().save_to_path(
+            path, state=state, filesystem=filesystem, use_msgpack=use_msgpack
+        )
+        if filesystem is None and "://" not in str(path or ""):
+            self.export_policy(Path(saved) / POLICY_DIR)
+            return saved
+        if filesystem is None:
+            filesystem, _ = pyarrow.fs.FileSystem.from_uri(str(path))
+        with tempfile.TemporaryDirectory() as local:
+            self.export_policy(local)
+            filesystem.create_dir(f"{saved}/{POLICY_DIR}", recursive=True)
+            pyarrow.fs.copy_files(
+                local, f"{saved}/{POLICY_DIR}", destination_filesystem=filesystem
+            )
+        return saved
+
     def export_policy(self, directory: str | Path) -> None:
         """Save the current policy as a Hugging Face model + tokenizer (``from_pretrained``)."""
-        path = str(Path(directory).resolve())
-        self._for_each_learner(lambda learner: learner.save_policy(path))
+        exports = self._for_each_learner(lambda learner: learner.policy_export())
+        next(export for export in exports if export is not None).save(directory)
 
     def restore_env_runners(self, env_runner_group) -> list[int]:
         """Bring restarted EnvRunners back with the learner's current weights.

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from agents.rexrag import RexRagConfig
+from agents.rexrag.rexrag import POLICY_DIR
 
 CHECKPOINT_PREFIX = "iteration_"
 COMPLETE_MARKER = "COMPLETE"
-POLICY_DIR = "policy"
 
 
 class RunDirectoryError(ValueError):

@@ -31,7 +31,6 @@ from agents.runs.policy_eval import evaluate_policy
 from agents.runs.run_directory import (
     CHECKPOINT_PREFIX,
     COMPLETE_MARKER,
-    POLICY_DIR,
     RunDirectoryError,
     complete_checkpoints,
     resolve_policy,
@@ -96,12 +95,11 @@ def _truncate_metrics(path: Path, iterations: int) -> None:
 
 
 def save_checkpoint(algo, run_dir: Path) -> Path:
-    """Write the algorithm's checkpoint and its policy, marking it complete last."""
+    """Write the algorithm's checkpoint (with its ``policy/``), marking it complete last."""
     path = run_dir / f"{CHECKPOINT_PREFIX}{algo.iteration:06d}"
     if path.exists():
         shutil.rmtree(path)
     algo.save_to_path(str(path.resolve()))
-    algo.export_policy(path / POLICY_DIR)
     (path / COMPLETE_MARKER).write_text("ok\n")
     return path
 

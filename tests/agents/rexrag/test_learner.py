@@ -181,7 +181,7 @@ def test_lora_trains_adapters_only_against_the_base_model_as_reference(tiny_mode
     assert not np.allclose(scores["old_logprobs"], scores["reference_logprobs"])
     plain = build_learner(tiny_model_dir).score_tokens(scored)
     assert np.allclose(scores["reference_logprobs"], plain["old_logprobs"], atol=1e-5)
-    learner.save_policy(str(tmp_path / "policy"))  # adapters merged: a plain HF model
+    learner.policy_export().save(tmp_path / "policy")  # adapters merged: a plain HF model
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "policy")
     assert not any("lora" in name for name, _ in merged.named_parameters())
 

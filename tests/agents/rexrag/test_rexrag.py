@@ -11,11 +11,13 @@ import time
 import numpy as np
 import pytest
 import torch
+from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.core import DEFAULT_MODULE_ID
+from transformers import AutoModelForCausalLM
 
 from agents.rexrag import RexRagConfig
 from agents.rexrag.probes import PromptPool
-from agents.rexrag.rexrag import METRICS_KEY, RolloutFailedError
+from agents.rexrag.rexrag import METRICS_KEY, POLICY_DIR, RexRag, RolloutFailedError
 from agents.trajectory import Component
 from tests.agents.conftest import tiny_config
 
@@ -204,6 +206,30 @@ def test_checkpoint_restore_continues_like_an_uninterrupted_run(
     resumed.stop()
     for name in COMPARED:
         assert metrics[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-6), name
+    # RLlib's own restore (what Tune does) gives the same run back ...
+    restored = Algorithm.from_checkpoint(str(tmp_path / "checkpoint"))
+    try:
+        assert isinstance(restored, RexRag) and restored.iteration == 1
+        assert restored.keep_ratio == pytest.approx(first.keep_ratio)
+        assert restored.train()[METRICS_KEY]["policy_loss"] == pytest.approx(
+            expected["policy_loss"], rel=1e-4, abs=1e-6
+        )
+    finally:
+        restored.stop()
+    # ... and every checkpoint holds the policy as a Hugging Face model
+    policy = AutoModelForCausalLM.from_pretrained(tmp_path / "checkpoint" / POLICY_DIR)
+    assert policy.config.model_type == "qwen2"
+
+
+def test_a_checkpoint_on_a_non_local_filesystem_gets_its_policy_too(local_algo, tmp_path):
+    """``save_to_path(filesystem=...)`` (cloud storage in practice; here a pyarrow
+    filesystem rooted in a temporary directory) copies the export there too."""
+    import pyarrow.fs
+
+    storage = pyarrow.fs.SubTreeFileSystem(str(tmp_path), pyarrow.fs.LocalFileSystem())
+    local_algo.save_to_path("run/checkpoint", filesystem=storage)
+    assert (tmp_path / "run" / "checkpoint" / POLICY_DIR / "config.json").is_file()
+    assert (tmp_path / "run" / "checkpoint" / "learner_group").is_dir()
 
 
 def test_two_env_runner_actors_and_a_killed_one_is_restarted(
