@@ -33,9 +33,10 @@ from rexrag_env.protocol import (
 )
 from rexrag_env.retrieval.base import Retriever
 from rexrag_env.retrieval.factory import make_retriever
+from rexrag_env.reward import SCORE_NAMES
 from rexrag_env.vector import SearchQAVectorEnv
 
-METRICS = ("em", "f1", "cover_em")
+METRICS = SCORE_NAMES
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from rexrag_env.reward import SCORE_NAMES, zero_scores
+
 
 class Component(enum.IntEnum):
     """What produced a token, and so whether the learner trains on it (spec §1.3).
@@ -63,9 +65,7 @@ class Trajectory:
     prompt_length: int = 0
     turns: list[Turn] = field(default_factory=list)
     reward: float = 0.0
-    scores: dict[str, float] = field(
-        default_factory=lambda: {"em": 0.0, "f1": 0.0, "cover_em": 0.0}
-    )
+    scores: dict[str, float] = field(default_factory=zero_scores)
     answer: str | None = None
     num_searches: int = 0
     truncated: bool = False
@@ -102,7 +102,7 @@ class Trajectory:
         if terminated or truncated:
             self.finished, self.truncated = True, bool(truncated)
             self.answer = info.get("answer")
-            self.scores = {key: float(info.get(key, 0.0)) for key in ("em", "f1", "cover_em")}
+            self.scores = {key: float(info.get(key, 0.0)) for key in SCORE_NAMES}
             self.reward = self.scores["em"]
 
     def extend(

@@ -24,7 +24,7 @@ from rexrag_env.protocol import (
 )
 from rexrag_env.retrieval.base import Passage, Retriever
 from rexrag_env.retrieval.factory import make_retriever
-from rexrag_env.reward import score_answer
+from rexrag_env.reward import score_answer, zero_scores
 from rexrag_env.spaces import UnicodeText
 
 
@@ -77,7 +77,8 @@ class SearchQAEnv(gym.Env[str, str]):
     ``metadata`` (the record's other fields, e.g. SynthWiki's evidence chain ``hops``).
     step: ``turn`` (index of the turn just played), ``action_type`` (search / answer /
     invalid), ``action_end``, ``query`` and ``doc_ids`` (for searches), ``answer``,
-    ``em``, ``f1``, ``cover_em``, ``golden_answers``, ``num_searches``, ``search_enabled``.
+    ``em``, ``f1``, ``cover_em``, ``sub_em`` (:data:`~rexrag_env.reward.SCORE_NAMES`),
+    ``golden_answers``, ``num_searches``, ``search_enabled``.
 
     ## Arguments
     - ``dataset``: an embedded benchmark name (default ``"hotpotqa"``), a dataset file
@@ -209,9 +210,7 @@ class SearchQAEnv(gym.Env[str, str]):
             "query": None,
             "doc_ids": [],
             "answer": None,
-            "em": 0.0,
-            "f1": 0.0,
-            "cover_em": 0.0,
+            **zero_scores(),
             "golden_answers": list(self._example.golden_answers),
             "search_enabled": search_enabled,
         }

@@ -51,6 +51,15 @@ def cover_exact_match(prediction: str, golden_answers: Sequence[str]) -> float:
     return 0.0
 
 
+def substring_exact_match(prediction: str, golden_answers: Sequence[str]) -> float:
+    """1.0 if some normalised gold answer is a substring of the normalised prediction:
+    FlashRAG's ``sub_em``. Unlike :func:`cover_exact_match` it matches inside words
+    ("no" is in "not"), so it is reported under its own name for comparisons with
+    FlashRAG's tables."""
+    normalized = normalize_answer(prediction)
+    return float(any(gold and gold in normalized for gold in map(normalize_answer, golden_answers)))
+
+
 def token_f1(prediction: str, golden_answers: Sequence[str]) -> float:
     """Best token-level F1 over the gold answers (SQuAD definition).
 
@@ -82,12 +91,23 @@ def extract_answer(text: str) -> str | None:
     return spans[-1].strip() if spans else None
 
 
+#: The scores of an answer, in report order: exact match (the reward), token F1,
+#: cover-EM (whole tokens) and FlashRAG's sub-EM (substring).
+SCORE_NAMES = ("em", "f1", "cover_em", "sub_em")
+
+
+def zero_scores() -> dict[str, float]:
+    """The scores of no answer."""
+    return dict.fromkeys(SCORE_NAMES, 0.0)
+
+
 def score_answer(prediction: str | None, golden_answers: Sequence[str]) -> dict[str, float]:
-    """EM, F1 and cover-EM of one prediction; a missing prediction scores 0 on all three."""
+    """Every :data:`SCORE_NAMES` score of one prediction; no prediction scores 0 on all."""
     if prediction is None:
-        return {"em": 0.0, "f1": 0.0, "cover_em": 0.0}
+        return zero_scores()
     return {
         "em": exact_match(prediction, golden_answers),
         "f1": token_f1(prediction, golden_answers),
         "cover_em": cover_exact_match(prediction, golden_answers),
+        "sub_em": substring_exact_match(prediction, golden_answers),
     }

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from agents.trajectory import Component, Trajectory, Turn
 from rexrag_env.protocol import ANSWER_OPEN
+from rexrag_env.reward import zero_scores
 
 #: Official keep-ratio EWMA: ρ ← decay·ρ + (1 - decay)·accuracy of kept probes (spec §3.3).
 KEEP_RATIO_DECAY = 0.9
@@ -149,7 +150,7 @@ def make_probe(
         sampling_logprobs=original.sampling_logprobs[:end],
         turns=[*original.turns[:-1], Turn(action[:answer_at], prompt_text, "probe_prompt")],
         reward=0.0,
-        scores={"em": 0.0, "f1": 0.0, "cover_em": 0.0},
+        scores=zero_scores(),
         answer=None,
         truncated=False,
         finished=False,

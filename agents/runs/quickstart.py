@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.evaluation import EvalProtocol, evaluate, make_agent
+from rexrag_env.reward import SCORE_NAMES
 
 
 def quickstart(
@@ -37,7 +38,7 @@ def quickstart(
     summary = evaluate(
         make_agent("search-once", protocol), protocol, run_dir / "baseline", log=lambda _: None
     )["average"]
-    scores = "  ".join(f"{key}={summary[key]:.1f}" for key in ("em", "f1", "cover_em"))
+    scores = "  ".join(f"{key}={summary[key]:.1f}" for key in SCORE_NAMES)
     log(f"{scores}  ({time.perf_counter() - start:.1f}s; records in {run_dir / 'baseline'})")
     if train_iters > 0:
         _train_on_the_sanity_task(run_dir / "train", train_iters, log)

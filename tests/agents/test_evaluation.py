@@ -53,6 +53,7 @@ def test_records_and_summary(tmp_path, bm25_retriever):
         "em",
         "f1",
         "cover_em",
+        "sub_em",
         "num_searches",
         "turns",
         "trajectory",

@@ -6,6 +6,7 @@ from rexrag_env.reward import (
     extract_answer,
     normalize_answer,
     score_answer,
+    substring_exact_match,
     token_f1,
 )
 
@@ -64,6 +65,14 @@ def test_extract_answer_takes_last_complete_span():
 
 
 def test_score_answer():
-    assert score_answer(None, ["x"]) == {"em": 0.0, "f1": 0.0, "cover_em": 0.0}
+    assert score_answer(None, ["x"]) == {"em": 0.0, "f1": 0.0, "cover_em": 0.0, "sub_em": 0.0}
     scores = score_answer("the Eiffel Tower", ["Eiffel Tower"])
-    assert scores == {"em": 1.0, "f1": 1.0, "cover_em": 1.0}
+    assert scores == {"em": 1.0, "f1": 1.0, "cover_em": 1.0, "sub_em": 1.0}
+
+
+def test_cover_em_matches_whole_tokens_and_flashrag_sub_em_any_substring():
+    # FlashRAG's sub-EM is a substring test on the normalised strings
+    assert substring_exact_match("it is not known", ["no"]) == 1.0
+    assert cover_exact_match("it is not known", ["no"]) == 0.0
+    assert substring_exact_match("Paris, France", ["paris"]) == 1.0
+    assert substring_exact_match("anything", [""]) == 0.0  # an empty gold covers nothing
