@@ -7,7 +7,9 @@ Supported inputs:
   (a string or a list);
 - Search-R1 / verl parquet: ``prompt`` (chat messages ending in "Question: …"),
   ``reward_model.ground_truth.target`` (or a ground-truth string joined by
-  ``<|answer_split|>``, as DeepResearcher ships it), ``data_source``, ``extra_info.index``.
+  ``<|answer_split|>``, as DeepResearcher ships it), ``data_source``, ``extra_info.index``;
+- FlashRAG parquet (its Hugging Face datasets): the JSONL columns, ``id``,
+  ``question``, ``golden_answers``, with no ``reward_model``.
 A malformed record raises :class:`DatasetFormatError` naming the file and line (row).
 """
 
@@ -125,6 +127,17 @@ def _read_parquet(path: Path) -> list[QAExample]:
         ) from error
     examples = []
     for row_number, row in enumerate(frame.to_dict("records")):
+        if "reward_model" not in row:  # FlashRAG's columns: read as a JSONL record
+            try:
+                record = {k: v.tolist() if hasattr(v, "tolist") else v for k, v in row.items()}
+                examples.append(
+                    QAExample.from_mapping(record, f"{path.stem}-{row_number}", path.stem)
+                )
+            except ValueError as error:
+                raise DatasetFormatError(
+                    f"dataset file {path}: row {row_number}: {error}"
+                ) from error
+            continue
         try:
             question = (
                 row["question"]

@@ -4,7 +4,8 @@ wiki-18 is 21M lines and about 13 GB. Loading it as 21M Python dicts costs tens 
 so the corpus is memory-mapped and only a NumPy array of line offsets (8 bytes a
 line, cached on disk) stays resident; a passage is decoded from JSON when it is asked
 for, and the most recently used decoded rows are kept in a bounded cache. Gzipped
-corpora (like the one shipped with the package) are decompressed once into the cache.
+corpora (like the one shipped with the package) are decompressed, and parquet corpora
+(FlashRAG's on the Hugging Face hub) converted to JSONL, once into the cache.
 """
 
 from __future__ import annotations
@@ -70,12 +71,42 @@ def _decompressed(path: Path) -> Path:
     return target / "corpus.jsonl"
 
 
+def _converted_parquet(path: Path) -> Path:
+    """The JSONL behind a parquet corpus, written once into the cache a batch of rows at
+    a time (a 21M-row corpus never sits in memory)."""
+    import pyarrow
+    import pyarrow.parquet
+
+    target = cache_dir() / "corpora" / f"{path.stem}-{file_fingerprint(path)}"
+
+    def convert(tmp: Path) -> None:
+        with (tmp / "corpus.jsonl").open("w", encoding="utf-8") as sink:
+            for batch in pyarrow.parquet.ParquetFile(path).iter_batches(batch_size=1 << 16):
+                for record in batch.to_pylist():
+                    sink.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+    try:
+        build_once(target, convert)
+    except (OSError, pyarrow.ArrowException) as error:
+        raise CorpusFormatError(
+            f"corpus file {path}: not a readable parquet file ({error})"
+        ) from error
+    return target / "corpus.jsonl"
+
+
+#: Corpus formats read through a JSONL copy in the cache: suffix -> converter.
+_CONVERTED = {".gz": _decompressed, ".parquet": _converted_parquet}
+
+
 def contents_of(record: dict) -> str | None:
-    """``"Title"\\ntext`` of a record in wiki-18 (``contents``) or title/text layout, else None."""
+    """``"Title"\\ntext`` of a record in wiki-18 (``contents``), title/text or text-only
+    layout (a passage without a title: its text is the contents), else None."""
     if isinstance(record.get("contents"), str):
         return record["contents"]
     if isinstance(record.get("title"), str) and isinstance(record.get("text"), str):
         return f'"{record["title"]}"\n{record["text"]}'
+    if isinstance(record.get("text"), str):
+        return record["text"]
     return None
 
 
@@ -84,10 +115,10 @@ class Corpus(Sequence[Passage]):
 
     ``corpus[i]`` is the i-th non-blank line as a :class:`Passage`. Records without an
     ``id`` get their row number as id. Records in ``{"title", "text"}`` layout are
-    accepted too and rendered as wiki-18 ``contents``.
+    accepted too and rendered as wiki-18 ``contents``; ``{"text"}`` alone is the contents.
 
     Args:
-        path: the JSONL file, plain or gzipped.
+        path: the JSONL file, plain or gzipped, or a parquet file with the same columns.
         cache_size: how many decoded rows to keep (least recently used go first; 0 keeps
             none). Retrieval returns the same rows over and over (a GRPO group searches
             the same text several times, gold paragraphs come back every epoch), and
@@ -104,7 +135,8 @@ class Corpus(Sequence[Passage]):
             raise ValueError(f"cache_size must be a non-negative integer, got {cache_size!r}")
         self.source = source
         self.cache_size = cache_size
-        self.path = _decompressed(source) if source.suffix == ".gz" else source
+        convert = _CONVERTED.get(source.suffix)
+        self.path = convert(source) if convert else source
         # A plain ndarray over the same memory map: np.memmap's own indexing costs a
         # few microseconds a row, a quarter of decoding one.
         self._spans = np.asarray(_cached_line_spans(self.path))
@@ -192,7 +224,7 @@ class Corpus(Sequence[Passage]):
         contents = contents_of(record)
         if contents is None:
             raise CorpusFormatError(
-                f'{self._where(start)} needs a string "contents" field (or "title" and "text")'
+                f'{self._where(start)} needs a string "contents" field (or "text")'
             )
         return str(record.get("id", row)), contents
 

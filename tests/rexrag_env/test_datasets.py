@@ -115,6 +115,29 @@ def test_deep_researcher_parquet(tmp_path):
     ]
 
 
+def test_flashrag_parquet(tmp_path):
+    """FlashRAG's Hugging Face datasets: the JSONL columns in parquet, no reward_model."""
+    frame = pd.DataFrame(
+        [
+            {
+                "id": "test_0",
+                "question": "who is z?",
+                "golden_answers": ["Z"],
+                "metadata": {"src": "nq"},
+            },
+            {"id": "test_1", "question": "where?", "golden_answers": ["here", "there"]},
+        ]
+    )
+    frame.to_parquet(tmp_path / "nq-test.parquet")
+    assert load_qa_dataset(tmp_path / "nq-test.parquet") == [
+        QAExample("test_0", "who is z?", ("Z",), "nq-test"),
+        QAExample("test_1", "where?", ("here", "there"), "nq-test"),
+    ]
+    pd.DataFrame([{"id": "x", "question": "q?"}]).to_parquet(tmp_path / "no_answers.parquet")
+    with pytest.raises(DatasetFormatError, match=r"row 0.*golden_answers"):
+        load_qa_dataset(tmp_path / "no_answers.parquet")
+
+
 def test_bad_parquet_and_missing_files(tmp_path):
     frame = pd.DataFrame(
         [

@@ -43,6 +43,26 @@ def test_blank_lines_unicode_and_title_text_layout(tmp_path):
     assert corpus[2].id == "2"
 
 
+def test_text_only_rows_and_parquet_corpora_are_read_like_jsonl(tmp_path):
+    """Search-R1's raw-text corpora have ``text`` without a title; FlashRAG's corpora on
+    the hub are parquet files with JSONL's columns (converted once, then memory-mapped)."""
+    import pandas as pd
+
+    rows = [
+        {"id": "p0", "contents": '"Bern"\nCapital.'},
+        {"id": "p1", "contents": None, "text": "Untitled passage ✓"},
+    ]
+    pd.DataFrame(rows).to_parquet(tmp_path / "corpus.parquet")
+    corpus = Corpus(tmp_path / "corpus.parquet")
+    assert [p.id for p in corpus] == ["p0", "p1"]
+    assert corpus[0].contents == '"Bern"\nCapital.'
+    assert corpus[1].contents == "Untitled passage ✓"
+    assert pickle.loads(pickle.dumps(corpus))[1].contents == "Untitled passage ✓"
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(CorpusFormatError, match="not a readable parquet file"):
+        Corpus(tmp_path / "junk.parquet")
+
+
 def test_gzip_corpus_is_read_like_plain(tmp_path):
     lines = [json.dumps({"id": str(i), "contents": f"T{i}\ntext {i}"}) for i in range(5)]
     with gzip.open(tmp_path / "c.jsonl.gz", "wt", encoding="utf-8") as handle:
@@ -56,7 +76,7 @@ def test_gzip_corpus_is_read_like_plain(tmp_path):
     [
         ("{not json", "line 2 is not JSON"),
         ("[1, 2]", "line 2 is not a JSON object"),
-        (json.dumps({"id": "x", "text": "no title"}), 'line 2 needs a string "contents"'),
+        (json.dumps({"id": "x", "title": "no text"}), 'line 2 needs a string "contents"'),
     ],
 )
 def test_malformed_lines_name_file_and_line(tmp_path, bad_line, message):
