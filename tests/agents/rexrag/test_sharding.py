@@ -4,6 +4,7 @@ step as one learner, the state gathered for checkpoints, syncs and the export.""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -105,6 +106,28 @@ def test_sharded_checkpoint_resumes_exactly_and_exports_bf16(
     assert saved["dtype"] == "bfloat16" and saved["architectures"] == ["Qwen2ForCausalLM"]
     tokenizer = json.loads((tmp_path / "resumed" / "tokenizer_config.json").read_text())
     assert tokenizer.get("padding_side", "right") == "right"  # saved as loaded
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_fsdp_learners_on_two_gpus_in_bfloat16(
+    answering_model_dir, capital_task, ray_cluster, tmp_path
+):
+    """FSDP over NCCL: two GPU learners gather layers in bfloat16; the step is finite and
+    the EnvRunner samples with the weights they synced."""
+    config = tiny_config(
+        answering_model_dir,
+        capital_task,
+        num_learners=2,
+        num_gpus_per_learner=1,
+        learner_sharding="fsdp",
+        dtype="bfloat16",
+        **SETTINGS,
+    )
+    metrics, weights = train_and_export(config, tmp_path, iterations=2)
+    assert all(math.isfinite(m["policy_loss"]) for m in metrics)
+    assert metrics[1]["logprob_mismatch"] < 0.05  # bfloat16 on both sides
+    assert all(value.dtype == torch.bfloat16 for value in weights.values())
 
 
 def test_sharding_settings_are_checked(answering_model_dir, capital_task):
