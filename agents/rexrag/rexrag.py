@@ -64,6 +64,7 @@ from agents.rexrag.rl_module import DTYPES, CausalLMModule
 from agents.rexrag.rollout_metrics import env_steps_sampled, episode_stats, rollout_metrics
 from agents.rexrag.sharding import LEARNER_SHARDINGS
 from agents.rexrag.token_batch import TokenBatch, select_rows, to_token_batch
+from rexrag_env import SEARCH_QA_ENV_ID, SYNTHWIKI_ENV_ID
 from rexrag_env.datasets import load_qa_dataset
 from rexrag_env.protocol import (
     DEFAULT_MAX_NEW_TOKENS,
@@ -82,6 +83,19 @@ POLICY_DIR = "policy"
 _STATE_KEY = "rexrag_state"
 #: The streams of an iteration, below ``stream_seed(seed, iteration)``.
 QUESTION_DRAW, ROLLOUT, MINIBATCH_ORDER = 0, 1, 2
+
+
+#: RLlib's fields that RexRag does not use -> the RexRag fields that do their job.
+UNUSED_RLLIB_FIELDS = {
+    "train_batch_size": "questions_per_iteration (× group_size rollouts each)",
+    "_train_batch_size_per_learner": "questions_per_iteration (× group_size rollouts each)",
+    "num_epochs": "minibatch_size (one pass over each iteration's batch, ppo_epochs=1)",
+    "rollout_fragment_length": "max_turns and max_new_tokens_per_turn (whole episodes)",
+    "num_envs_per_env_runner": "questions_per_iteration (a runner plays all its questions)",
+    "evaluation_interval": "eval_dataset (rexrag train), or run rexrag eval",
+}
+#: The ``env_config`` keys that set a run's episodes (the training fields of that name).
+ENV_CONFIG_FIELDS = ("dataset", "retriever", "max_turns", "topk")
 
 
 class RolloutFailedError(RuntimeError):
@@ -283,8 +297,53 @@ class RexRagConfig(AlgorithmConfig):
         return self
 
     def validate(self) -> None:
+        """RLlib's checks and ours; first takes ``.environment(env, env_config)``'s episode
+        settings into the fields of the same name (:meth:`_take_env_config`)."""
+        problems = self._take_env_config() + self._unused_rllib_fields()
+        if problems:
+            raise ValueError("invalid RexRagConfig: " + "; ".join(problems))
         self.check_settings()
         super().validate()
+
+    def _take_env_config(self) -> list[str]:
+        """``config.environment(env, env_config)`` as RLlib users write it: the env's
+        episode settings in ``env_config`` are the run's (they win over the ``.training``
+        fields of the same name). ``rexrag_env/SearchQA-v0`` takes ``dataset``,
+        ``retriever``, ``max_turns``, ``topk``; ``rexrag_env/SynthWiki-v0`` takes ``split``
+        (its questions and corpus), ``max_turns``, ``topk``."""
+        if self.env is None and not self.env_config:
+            return []
+        settings = dict(self.env_config)
+        if self.env == SYNTHWIKI_ENV_ID:
+            if settings.get("seed", 0) != 0:
+                return ["env_config: RexRag trains on the seed-0 SynthWiki world only"]
+            settings.pop("seed", None)
+            split = settings.pop("split", "train")
+            settings.update(dataset=f"synthwiki/{split}", retriever="synthwiki")
+        elif self.env not in (None, SEARCH_QA_ENV_ID):
+            return [
+                f"env {self.env!r}: RexRag samples {SEARCH_QA_ENV_ID} or {SYNTHWIKI_ENV_ID} "
+                "(other environments are not supported yet)"
+            ]
+        unknown = sorted(set(settings) - set(ENV_CONFIG_FIELDS))
+        if unknown:
+            return [f"env_config keys {unknown} are not among {ENV_CONFIG_FIELDS}"]
+        for name, value in settings.items():
+            setattr(self, name, value)
+        return []
+
+    def _unused_rllib_fields(self) -> list[str]:
+        """RLlib fields RexRag has no use for, set to anything but RLlib's default:
+        refused, naming the field that does the job, rather than silently ignored."""
+        defaults = AlgorithmConfig()
+        problems = [
+            f"{name.lstrip('_')} is not used by RexRag: set {instead}"
+            for name, instead in UNUSED_RLLIB_FIELDS.items()
+            if getattr(self, name) != getattr(defaults, name)
+        ]
+        if not isinstance(self.lr, (int, float)):
+            problems.append("lr must be a number (RexRag warms it up over lr_warmup_steps)")
+        return problems
 
     def check_settings(self) -> None:
         """The REX-RAG part of :meth:`validate`: raises ``ValueError`` naming each bad field."""
@@ -720,9 +779,7 @@ class RexRag(Algorithm):
         with tempfile.TemporaryDirectory() as local:
             self.export_policy(local)
             filesystem.create_dir(f"{saved}/{POLICY_DIR}", recursive=True)
-            pyarrow.fs.copy_files(
-                local, f"{saved}/{POLICY_DIR}", destination_filesystem=filesystem
-            )
+            pyarrow.fs.copy_files(local, f"{saved}/{POLICY_DIR}", destination_filesystem=filesystem)
         return saved
 
     def export_policy(self, directory: str | Path) -> None:

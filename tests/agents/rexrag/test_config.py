@@ -157,3 +157,37 @@ def test_base_chains_resolve_and_loops_are_refused(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(ValueError, match="mapping"):
         RexRagConfig.from_yaml(tmp_path / "list.yaml")
+
+
+def test_env_config_sets_the_episodes_as_rllib_users_write_it():
+    config = RexRagConfig().environment(
+        "rexrag_env/SearchQA-v0", env_config={"dataset": "nq", "retriever": "dense", "topk": 5}
+    )
+    config.validate()
+    assert (config.dataset, config.retriever, config.topk) == ("nq", "dense", 5)
+    synthwiki = RexRagConfig().environment("rexrag_env/SynthWiki-v0", env_config={"split": "test"})
+    synthwiki.validate()
+    assert (synthwiki.dataset, synthwiki.retriever) == ("synthwiki/test", "synthwiki")
+    with pytest.raises(ValueError, match="not among"):
+        RexRagConfig().environment(env_config={"max_turn": 3}).validate()
+    with pytest.raises(ValueError, match=r"CartPole-v1.*not supported"):
+        RexRagConfig().environment("CartPole-v1").validate()
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        (lambda c: c.training(train_batch_size=512), "train_batch_size .* questions_per_iter"),
+        (lambda c: c.training(num_epochs=2), "num_epochs .* minibatch_size"),
+        (
+            lambda c: c.env_runners(rollout_fragment_length=64),
+            "rollout_fragment_length .* max_turns",
+        ),
+        (lambda c: c.env_runners(num_envs_per_env_runner=8), "num_envs_per_env_runner"),
+        (lambda c: c.evaluation(evaluation_interval=1), "evaluation_interval .* eval_dataset"),
+        (lambda c: c.training(lr=[[0, 1e-5], [10, 1e-6]]), "lr must be a number"),
+    ],
+)
+def test_rllib_fields_rexrag_does_not_use_are_refused_naming_ours(setting, named):
+    with pytest.raises(ValueError, match=named):
+        setting(RexRagConfig()).validate()
