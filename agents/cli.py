@@ -64,14 +64,29 @@ def _run_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_index_source_arguments(parser) -> None:
+    """``--corpus`` and ``--encoder``: what an index path needs where the index does not
+    record it (FlashRAG's bm25s directories, Search-R1's bare FAISS files)."""
+    parser.add_argument(
+        "--corpus",
+        help="JSONL corpus the index was built on (needed by a bm25s directory without "
+        "corpus.jsonl and by a FAISS file; moves a rexrag index's corpus)",
+    )
+    parser.add_argument(
+        "--encoder", help="query encoder of a bare FAISS file, e.g. intfloat/e5-base-v2"
+    )
+
+
 def _add_search_command(commands) -> None:
     parser = commands.add_parser("search", help="query an index, the shipped corpus or a service")
     parser.add_argument("queries", nargs="+", help="one or more queries")
     parser.add_argument(
         "--index",
         default=DEFAULT_RETRIEVER,
-        help="index directory, 'bm25'/'dense' (shipped corpus) or http(s):// URL",
+        help="index directory (rexrag or bm25s), FAISS index file, 'bm25'/'dense' (shipped "
+        "corpus) or http(s):// URL",
     )
+    _add_index_source_arguments(parser)
     parser.add_argument("-k", "--topk", type=int, default=DEFAULT_TOPK)
     parser.add_argument(
         "--json", action="store_true", help="print JSON instead of the agent's view"
@@ -83,7 +98,8 @@ def _run_search(args: argparse.Namespace) -> int:
     from rexrag_env.protocol import format_passages
     from rexrag_env.retrieval.factory import make_retriever
 
-    results = make_retriever(args.index).search(args.queries, args.topk)
+    retriever = make_retriever(args.index, args.corpus, args.encoder)
+    results = retriever.search(args.queries, args.topk)
     for query, passages in zip(args.queries, results, strict=True):
         if args.json:
             print(
@@ -106,14 +122,22 @@ def _add_serve_command(commands) -> None:
     parser.add_argument(
         "--index",
         default=DEFAULT_RETRIEVER,
-        help="index directory or 'bm25'/'dense' (shipped corpus)",
+        help="index directory (rexrag or bm25s), FAISS index file or 'bm25'/'dense' (shipped "
+        "corpus)",
     )
+    _add_index_source_arguments(parser)
     parser.add_argument(
         "--host",
         default="127.0.0.1",
         help="address to bind (default loopback; 0.0.0.0 exposes it to the network)",
     )
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--topk",
+        type=int,
+        default=DEFAULT_TOPK,
+        help="passages per query when a request sends no topk (Search-R1 sends null)",
+    )
     parser.set_defaults(run=_run_serve)
 
 
@@ -121,13 +145,15 @@ def _run_serve(args: argparse.Namespace) -> int:
     from rexrag_env.retrieval.factory import make_retriever
     from rexrag_env.retrieval.server import serve
 
-    retriever = make_retriever(args.index)
+    retriever = make_retriever(args.index, args.corpus, args.encoder)
     print(
         f"serving {args.index} ({len(retriever.corpus)} passages) on "
         f"http://{args.host}:{args.port}/retrieve",
         flush=True,
     )
-    serve(retriever, args.host, args.port, description={"index": str(args.index)})
+    serve(
+        retriever, args.host, args.port, {"index": str(args.index)}, default_topk=args.topk
+    )
     return 0
 
 

@@ -20,7 +20,7 @@ import Stemmer
 
 from rexrag_env.retrieval.base import Passage, check_search_args
 from rexrag_env.retrieval.corpus import Corpus
-from rexrag_env.retrieval.index import IndexedRetriever
+from rexrag_env.retrieval.index import IndexedRetriever, check_passage_count
 
 _PARAMS_FILE = "rexrag_bm25.json"
 #: bm25s's numba backend: a batch of 256 queries scores ~10x faster than on its NumPy
@@ -129,6 +129,17 @@ class QueryTokenizer:
         return ids
 
 
+def _load_index(directory: Path, corpus: Corpus) -> bm25s.BM25:
+    """The bm25s index in ``directory``, memory-mapped, checked against ``corpus``."""
+    # ``backend`` overrides the saved one: indexes written before the numba switch say
+    # "numpy".
+    index = bm25s.BM25.load(
+        str(directory), mmap=True, show_progress=False, verbosity=0, backend=_BACKEND
+    )
+    check_passage_count(f"index {directory}", index.scores["num_docs"], corpus)
+    return index
+
+
 class BM25Retriever(IndexedRetriever):
     """BM25 over a :class:`Corpus`.
 
@@ -199,12 +210,25 @@ class BM25Retriever(IndexedRetriever):
         tokenizer = _make_tokenizer(params["stemmer_language"])
         tokenizer.load_vocab(str(directory))
         tokenizer.load_stopwords(str(directory))
-        # ``backend`` overrides the saved one: indexes written before the numba switch
-        # say "numpy".
-        index = bm25s.BM25.load(
-            str(directory), mmap=True, show_progress=False, verbosity=0, backend=_BACKEND
-        )
+        index = _load_index(directory, corpus)
         return cls(corpus, index, tokenizer, params["stemmer_language"], num_threads)
+
+    @classmethod
+    def load_bm25s(cls, directory: Path, corpus: Corpus, num_threads: int = 1) -> BM25Retriever:
+        """Load a bare bm25s index, as FlashRAG's bm25s backend writes it, and tokenise
+        queries as FlashRAG does: ``bm25s.tokenize(queries, stemmer=english)``, that is
+        English stopwords and bm25s's default splitter (which ours equals), each word's
+        English stem looked up in the index's own vocabulary. So the tokenizer files,
+        which older FlashRAG releases do not write, are not needed.
+        """
+        index = _load_index(directory, corpus)
+        tokenizer = _make_tokenizer("english")
+        tokenizer.stem_to_sid = index.vocab_dict
+        # The empty token (a corpus tokenised by bm25s has one) answers a query without
+        # any indexed word, as in our own indexes; FlashRAG raises on such a query.
+        empty = index.vocab_dict.get("")
+        tokenizer.word_to_id = {} if empty is None else {"": empty}
+        return cls(corpus, index, tokenizer, "english", num_threads)
 
     def search(self, queries: list[str], k: int) -> list[list[Passage]]:
         """Top-``k`` passages per query by BM25 score, best first."""

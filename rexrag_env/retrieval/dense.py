@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from rexrag_env.retrieval.base import Passage, RetrievalError, check_search_args
 from rexrag_env.retrieval.corpus import Corpus
-from rexrag_env.retrieval.index import IndexedRetriever
+from rexrag_env.retrieval.index import IndexedRetriever, check_passage_count
 
 DEFAULT_ENCODER = "minilm"
 INDEX_TYPES = ("flat", "ivf", "hnsw")
@@ -159,6 +159,23 @@ def _to_gpu_if_available(faiss, index, use_gpu: bool | None):
     return faiss.index_cpu_to_all_gpus(index, co=options)
 
 
+def _read_faiss_index(path: Path):
+    """The FAISS index in file ``path``, memory-mapped where FAISS allows."""
+    faiss = _import_faiss()
+    try:
+        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    except RuntimeError as error:
+        raise RetrievalError(f"{path} is not a readable FAISS index file ({error})") from error
+
+
+def _index_type(index) -> str:
+    """Which of :data:`INDEX_TYPES` a FAISS index read from a file is."""
+    faiss = _import_faiss()
+    if isinstance(index, faiss.IndexHNSW):
+        return "hnsw"
+    return "ivf" if isinstance(index, faiss.IndexIVF) else "flat"
+
+
 class DenseRetriever(IndexedRetriever):
     """Encoder + FAISS inner-product index over a :class:`Corpus`.
 
@@ -179,10 +196,12 @@ class DenseRetriever(IndexedRetriever):
         use_gpu: bool | None = None,
     ):
         faiss = _import_faiss()
-        if index.ntotal != len(corpus):
+        check_passage_count("the dense index", index.ntotal, corpus)
+        if index.d != encoder.dimension:
             raise RetrievalError(
-                f"the dense index has {index.ntotal} vectors but the corpus {corpus.source} has "
-                f"{len(corpus)} passages: rebuild it with `rexrag index`"
+                f"the dense index holds {index.d}-dimensional vectors but encoder "
+                f"{encoder.settings.model!r} makes {encoder.dimension}-dimensional ones: pass "
+                "the encoder the passages were encoded with"
             )
         self.corpus = corpus
         self.encoder = encoder
@@ -236,13 +255,40 @@ class DenseRetriever(IndexedRetriever):
         cls, directory: Path, corpus: Corpus, device: str | None = None, use_gpu: bool | None = None
     ) -> DenseRetriever:
         """Load an index written by :meth:`save` (memory-mapped where FAISS allows)."""
-        faiss = _import_faiss()
         params = json.loads((directory / _PARAMS_FILE).read_text())
-        index = faiss.read_index(
-            str(directory / _FAISS_FILE), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
-        )
+        index = _read_faiss_index(directory / _FAISS_FILE)
         encoder = Encoder(EncoderSettings(**params["encoder"]), device)
         return cls(corpus, encoder, index, params["index_type"], use_gpu)
+
+    @classmethod
+    def load_faiss_file(
+        cls,
+        path: Path,
+        corpus: Corpus,
+        encoder: str,
+        device: str | None = None,
+        use_gpu: bool | None = None,
+    ) -> DenseRetriever:
+        """Open a bare FAISS index file whose row i embeds passage i of ``corpus``, as
+        Search-R1's and FlashRAG's index builders write them (``e5_Flat.index``).
+
+        The file records no encoder: ``encoder`` (name or path) embeds the queries with
+        the settings a new index of ours would use, which are Search-R1's server's for
+        its E5 index: the model's own pooling (mean for E5), the ``"query: "`` prefix
+        for an E5 model (a model name containing "e5"; Search-R1 asks it of its
+        ``--retriever_name``), L2-normalised embeddings. Search-R1 truncates queries at
+        256 tokens, sentence-transformers E5 at 512: only longer queries differ.
+        """
+        index = _read_faiss_index(path)
+        # Before the encoder loads (seconds to minutes): a wrong corpus fails at once.
+        check_passage_count(f"index {path}", index.ntotal, corpus)
+        return cls(
+            corpus,
+            Encoder(EncoderSettings(model=encoder), device),
+            index,
+            _index_type(index),
+            use_gpu,
+        )
 
     def search(self, queries: list[str], k: int) -> list[list[Passage]]:
         """Top-``k`` passages per query by cosine similarity, best first."""

@@ -13,21 +13,33 @@ from rexrag_env.retrieval.index import load_retriever
 #: Named retrievers: name -> builder ("bm25" and "dense" over the shipped corpus,
 #: "synthwiki"; registered by ``rexrag_env/__init__.py``).
 RETRIEVERS = NameRegistry("retriever")
+_URL_SCHEMES = ("http://", "https://")
 
 
-def make_retriever(spec: Retriever | str | Path) -> Retriever:
+def make_retriever(
+    spec: Retriever | str | Path,
+    corpus_path: str | Path | None = None,
+    encoder: str | None = None,
+) -> Retriever:
     """Resolve a retriever spec.
 
     Accepted: a :class:`Retriever` object (used as is); a name in :data:`RETRIEVERS`
     (``"bm25"`` or ``"dense"``: an index over the shipped corpus, built on first use
     and cached; ``"synthwiki"``: BM25 over the generated SynthWiki corpus); an
-    ``http(s)://`` URL of a retrieval service; the path of an index directory from
-    ``rexrag index``.
+    ``http(s)://`` URL of a retrieval service; the path of an index
+    :func:`~rexrag_env.retrieval.index.load_retriever` opens (a ``rexrag index``
+    directory, a bm25s directory, a bare FAISS file), which alone takes ``corpus_path``
+    and ``encoder``: its corpus and query encoder, where the index does not record them.
 
     Raises:
-        ValueError: ``spec`` is none of these; for a spec that looks like a path, the
-            message names this node and how to serve the index instead.
+        ValueError: ``spec`` is none of these, or is not a path but comes with
+            ``corpus_path``/``encoder``; for a spec that looks like a path, the message
+            names this node and how to serve the index instead.
     """
+    if (corpus_path is not None or encoder is not None) and not _names_a_path(spec):
+        raise ValueError(
+            f"a corpus or encoder goes with an index path, not with retriever {spec!r}"
+        )
     if not isinstance(spec, (str, Path)):
         if not isinstance(spec, Retriever):
             raise TypeError(
@@ -37,20 +49,28 @@ def make_retriever(spec: Retriever | str | Path) -> Retriever:
     text = str(spec)
     if text in RETRIEVERS:
         return RETRIEVERS.build(text)
-    if text.startswith(("http://", "https://")):
+    if text.startswith(_URL_SCHEMES):
         from rexrag_env.retrieval.client import HTTPRetriever
 
         return HTTPRetriever(text)
     path = Path(text).expanduser()
-    if path.is_dir():
-        return load_retriever(path)
+    if path.exists():
+        return load_retriever(path, corpus_path, encoder)
     accepted = (
         f"retriever {text!r} is not one of {tuple(RETRIEVERS.names())}, an http(s):// "
-        "service URL or an index directory"
+        "service URL or an index path"
     )
     if _looks_like_path(text):
         raise ValueError(f"{accepted}: {_missing_index_hint(path)}")
     raise ValueError(accepted)
+
+
+def _names_a_path(spec: Retriever | str | Path) -> bool:
+    """Whether :func:`make_retriever` takes ``spec`` for an index path (not an object, a
+    name or a URL)."""
+    if not isinstance(spec, (str, Path)):
+        return False
+    return str(spec) not in RETRIEVERS and not str(spec).startswith(_URL_SCHEMES)
 
 
 def _looks_like_path(text: str) -> bool:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import requests
 
 from tests.helpers import needs_vllm
 
@@ -107,7 +108,7 @@ def test_serve_binds_loopback_by_default_and_answers(free_port):
 
     port = free_port
     server = subprocess.Popen(
-        [sys.executable, "-m", "agents.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "agents.cli", "serve", "--port", str(port), "--topk", "2"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -124,6 +125,10 @@ def test_serve_binds_loopback_by_default_and_answers(free_port):
                     raise
                 time.sleep(0.5)
         assert len(client.search(["Neil Peart"], 3)[0]) == 3
+        unset = requests.post(  # as Search-R1's trainer sends it: the service's --topk
+            f"http://127.0.0.1:{port}/retrieve", json={"queries": ["Neil"], "topk": None}
+        )
+        assert len(unset.json()["result"][0]) == 2
     finally:
         server.terminate()
         output = server.communicate(timeout=30)[0]
