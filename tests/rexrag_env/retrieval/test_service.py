@@ -204,3 +204,31 @@ def test_client_reads_every_search_r1_answer_shape(shape):
     ]
     assert [p.id for p in ranked] == (["0", "1"] if shape in ("dense", "bare") else ["", ""])
     assert [p.score for p in ranked] == ([0.5, 0.5] if shape in ("dense", "raw_bm25") else [0, 0])
+
+
+def search_r1_batch_search(url: str, queries: list[str], topk: int) -> list[str]:
+    """Search-R1's trainer-side search (its ``_batch_search`` + ``_passages2string``),
+    written from its documented behaviour: one POST with scores, then per query
+    ``Doc {i}(Title: {first line}) {rest}`` lines from ``document.contents``."""
+    body = {"queries": queries, "topk": topk, "return_scores": True}
+    results = requests.post(url + "/retrieve", json=body, timeout=30).json()["result"]
+
+    def passages_to_string(result: list[dict]) -> str:
+        text = ""
+        for index, item in enumerate(result):
+            lines = item["document"]["contents"].split("\n")
+            text += f"Doc {index + 1}(Title: {lines[0]}) {chr(10).join(lines[1:])}\n"
+        return text
+
+    return [passages_to_string(result) for result in results]
+
+
+def test_search_r1_trainer_reads_what_our_env_shows(service, bm25_retriever):
+    """A Search-R1 trainer pointed at ``rexrag serve`` builds the same information text
+    that our environment puts in the observation."""
+    from rexrag_env.protocol import format_passages
+
+    queries = ["Neil Peart drummer", "Tottenham Hotspur nickname"]
+    theirs = search_r1_batch_search(service, queries, 3)
+    ours = [format_passages(passages) for passages in bm25_retriever.search(queries, 3)]
+    assert theirs == ours
