@@ -335,6 +335,8 @@ class RexRagConfig(AlgorithmConfig):
     def _unused_rllib_fields(self) -> list[str]:
         """RLlib fields RexRag has no use for, set to anything but RLlib's default:
         refused, naming the field that does the job, rather than silently ignored."""
+        if self.in_evaluation:  # RLlib's own evaluation copy sets some of them itself
+            return []
         defaults = AlgorithmConfig()
         problems = [
             f"{name.lstrip('_')} is not used by RexRag: set {instead}"
