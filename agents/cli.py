@@ -196,6 +196,8 @@ def _add_config_arguments(parser, default: str) -> None:
 
 
 def _add_train_command(commands) -> None:
+    from agents.runs.trackers import LOGGER_HELP
+
     parser = commands.add_parser(
         "train", help="train a search agent with REX-RAG (or GRPO: probes=false) on RLlib"
     )
@@ -208,6 +210,7 @@ def _add_train_command(commands) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --checkpoint-dir"
     )
+    parser.add_argument("--logger", default="tensorboard", help=LOGGER_HELP)
     parser.set_defaults(run=_run_train)
 
 
@@ -236,9 +239,11 @@ def _run_train(args: argparse.Namespace) -> int:
 
     from agents.rexrag import RexRagConfig
     from agents.rexrag.rexrag import RolloutFailedError
+    from agents.runs.trackers import parse_tracker_names
     from agents.runs.training_run import train
 
     config = RexRagConfig.from_yaml(args.config, parse_overrides(args.overrides))
+    trackers = parse_tracker_names(args.logger)
     if args.checkpoint_dir is None:
         if args.resume:
             raise ValueError("--resume needs the --checkpoint-dir of the run to continue")
@@ -252,6 +257,7 @@ def _run_train(args: argparse.Namespace) -> int:
             stop_iters=args.stop_iters,
             checkpoint_every=args.checkpoint_every,
             resume=args.resume,
+            trackers=trackers,
         )
     except KeyboardInterrupt:
         return 130
@@ -368,6 +374,8 @@ def _run_sft(args: argparse.Namespace) -> int:
 
 
 def _add_tune_command(commands) -> None:
+    from agents.runs.trackers import LOGGER_HELP
+
     parser = commands.add_parser("tune", help="a Ray Tune sweep over RexRagConfig fields")
     _add_config_arguments(parser, "tiny-sanity")
     parser.add_argument(
@@ -385,11 +393,13 @@ def _add_tune_command(commands) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue the interrupted sweep in --out"
     )
+    parser.add_argument("--logger", default="tensorboard", help=LOGGER_HELP)
     parser.set_defaults(run=_run_tune)
 
 
 def _run_tune(args: argparse.Namespace) -> int:
     from agents.rexrag import RexRagConfig
+    from agents.runs.trackers import parse_tracker_names
     from tuning.sweep import run_sweep
 
     base = RexRagConfig.from_yaml(args.config, parse_overrides(args.overrides))
@@ -403,6 +413,7 @@ def _run_tune(args: argparse.Namespace) -> int:
         metric=args.metric,
         mode=args.mode,
         max_concurrent_trials=args.max_concurrent,
+        loggers=parse_tracker_names(args.logger),
         resume=args.resume,
     )
     print(summary.table)

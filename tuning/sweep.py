@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import yaml
 
 from agents.rexrag import RexRagConfig
+from tuning.loggers import logger_callbacks
 from tuning.spaces import load_space, mutations, to_tune
 
 SCHEDULERS = ("asha", "pbt", "fifo")
@@ -68,13 +70,16 @@ def run_sweep(
     metric: str = DEFAULT_METRIC,
     mode: str = "max",
     max_concurrent_trials: int | None = None,
+    loggers: Sequence[str] = ("tensorboard",),
     resume: bool = False,
 ) -> SweepSummary:
     """Run (or, with ``resume``, continue) a sweep into ``out_dir``; summarise it there.
 
-    ``resume`` takes everything (space, scheduler, metric) from the sweep on disk; the
-    other arguments are then ignored. Finished trials are not run again; unfinished
-    and errored ones continue from their last checkpoint.
+    ``loggers`` (``rexrag tune --logger`` names) add Tune's W&B and MLflow logger
+    callbacks (:mod:`tuning.loggers`). ``resume`` takes everything (space, scheduler,
+    metric, loggers) from the sweep on disk; the other arguments are then ignored.
+    Finished trials are not run again; unfinished and errored ones continue from their
+    last checkpoint.
     """
     import ray
     from ray import tune
@@ -85,7 +90,11 @@ def run_sweep(
     experiment = out_dir / "experiment"
     if resume and not tune.Tuner.can_restore(str(experiment)):
         raise FileNotFoundError(f"no sweep to resume in {out_dir}")
-    if not resume:
+    if resume:
+        settings = yaml.safe_load((out_dir / "sweep.yaml").read_text())
+        metric, mode = settings["metric"], settings["mode"]
+        loggers = settings.get("loggers", [])
+    else:
         if experiment.exists():
             raise FileExistsError(
                 f"{out_dir} already holds a sweep: pass --resume to continue it, or another --out"
@@ -96,20 +105,22 @@ def run_sweep(
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         base.validate()
+    # A missing package fails here, before any trial. A resumed sweep gets back the
+    # callbacks Tune saved, but making them again also allows MLflow's file store in
+    # this process.
+    callbacks = logger_callbacks(loggers, out_dir)
     if not ray.is_initialized():
         ray.init(
             address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False
         )
     if resume:
-        settings = yaml.safe_load((out_dir / "sweep.yaml").read_text())
-        metric, mode = settings["metric"], settings["mode"]
         tuner = tune.Tuner.restore(str(experiment), trainable=RexRag, resume_errored=True)
     else:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "base_config.yaml").write_text(yaml.safe_dump(base.to_yaml_dict()))
         (out_dir / "space.yaml").write_text(yaml.safe_dump(space_data, sort_keys=False))
         settings = {"metric": metric, "mode": mode, "scheduler": scheduler}
-        settings |= {"num_samples": num_samples, "max_iters": max_iters}
+        settings |= {"num_samples": num_samples, "max_iters": max_iters, "loggers": list(loggers)}
         (out_dir / "sweep.yaml").write_text(yaml.safe_dump(settings))
         param_space = base.copy(copy_frozen=False)
         for name, value in to_tune(space_data).items():
@@ -135,17 +146,21 @@ def run_sweep(
                     num_to_keep=2,
                 ),
                 verbose=1,
+                callbacks=callbacks,
             ),
         )
     results = tuner.fit()
     return summarise(results, out_dir, metric, mode)
 
 
-#: Trials are ranked by the mean of their last few results: one iteration is noisy.
+#: Trials are ranked by the mean of their last few results (one iteration is noisy):
+#: Tune picks the best by it (``get_best_result(scope="last-5-avg")``; Tune averages 5
+#: or 10) and the table shows it as ``last5_mean``.
 RANKING_WINDOW = 5
+RANKING_COLUMN = f"last{RANKING_WINDOW}_mean"
 
 
-def _trial_rows(results, space: dict[str, Any], metric: str, mode: str) -> list[dict[str, Any]]:
+def _trial_rows(results, space: dict[str, Any], metric: str) -> list[dict[str, Any]]:
     """One row per trial: sampled values, the metric (final and ranking mean), status."""
     rows = []
     for result in results:
@@ -158,7 +173,7 @@ def _trial_rows(results, space: dict[str, Any], metric: str, mode: str) -> list[
                 "trial": _trial_name(result),
                 **{name: result.config.get(name) for name in space},
                 "final": _nested(metrics, metric),
-                f"last{RANKING_WINDOW}_mean": (
+                RANKING_COLUMN: (
                     float(sum(history[-RANKING_WINDOW:]) / len(history[-RANKING_WINDOW:]))
                     if history
                     else None
@@ -169,12 +184,26 @@ def _trial_rows(results, space: dict[str, Any], metric: str, mode: str) -> list[
                 "error": str(error).strip().splitlines()[-1][:200] if error else "",
             }
         )
+    return rows
+
+
+def _best_trial(results, metric: str, mode: str) -> str | None:
+    """The trial Tune ranks best by its last results' mean; None when none reported it."""
+    try:
+        best = results.get_best_result(metric=metric, mode=mode, scope=f"last-{RANKING_WINDOW}-avg")
+    except RuntimeError:  # no trial reported a finite value of the metric
+        return None
+    return _trial_name(best)
+
+
+def _ranked(rows: list[dict[str, Any]], best: str | None, mode: str) -> list[dict[str, Any]]:
+    """The table's order: Tune's best first, then by ranking mean (missing ones last)."""
     worst = -math.inf if mode == "max" else math.inf
 
     def key(row):
-        value = row[f"last{RANKING_WINDOW}_mean"]
+        value = row[RANKING_COLUMN]
         value = worst if value is None or not math.isfinite(value) else value
-        return -value if mode == "max" else value
+        return row["trial"] != best, -value if mode == "max" else value
 
     return sorted(rows, key=key)
 
@@ -201,22 +230,26 @@ def summarise(results, out_dir: str | Path, metric: str, mode: str) -> SweepSumm
     """Write ``trials.csv``, ``best_config.yaml`` and ``curves.png`` into ``out_dir``."""
     out_dir = Path(out_dir)
     space = yaml.safe_load((out_dir / "space.yaml").read_text()) or {}
-    rows = _trial_rows(results, space, metric, mode)
+    best = _best_trial(results, metric, mode)
+    rows = _ranked(_trial_rows(results, space, metric), best, mode)
     csv_path = out_dir / "trials.csv"
     with csv_path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["trial"])
         writer.writeheader()
         writer.writerows(rows)
     best_config_path = None
-    ranking = f"last{RANKING_WINDOW}_mean"
-    best = next((row for row in rows if row["status"] == "OK" and row[ranking] is not None), None)
-    if best is not None:
+    # Tune returns a lone trial whatever it reported, and a trial that crashed is no
+    # config to train
+    best_row = rows[0] if rows and rows[0]["trial"] == best else None
+    if best_row and best_row["status"] == "OK" and best_row[RANKING_COLUMN] is not None:
         base = yaml.safe_load((out_dir / "base_config.yaml").read_text())
         best_config_path = out_dir / "best_config.yaml"
-        chosen = {name: _plain(best[name]) for name in space}
+        chosen = {name: _plain(best_row[name]) for name in space}
         best_config_path.write_text(yaml.safe_dump({**base, **chosen}, sort_keys=False))
     table = f"metric: {metric} ({mode}; ranked by the mean of each trial's last "
     table += f"{RANKING_WINDOW} iterations)\n\n" + _markdown(rows)
+    if best_row and best_row["status"] == "ERROR":
+        table += f"\n\nno best_config.yaml: the best trial, {best}, crashed"
     return SweepSummary(
         rows, table, csv_path, best_config_path, _plot(results, out_dir, metric, space)
     )

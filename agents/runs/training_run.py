@@ -5,6 +5,8 @@ Layout of a run directory::
     DIR/config.yaml              the run's RexRagConfig (what --resume trains with)
     DIR/metrics.csv              one row per iteration (appended as they finish)
     DIR/curves.png               learning curves, redrawn at every checkpoint
+    DIR/tensorboard/             TensorBoard event files (and wandb/, mlruns/, trackers.json
+                                 with those trackers: agents/runs/trackers.py)
     DIR/eval_before/, eval_after/  greedy test evaluation (with ``eval_dataset``):
                                  per-question records and summary.json
     DIR/iteration_000004/        an RLlib checkpoint (learner weights, optimizer, keep ratio)
@@ -20,7 +22,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from agents.runs.run_directory import (
     complete_checkpoints,
     resolve_policy,
 )
+from agents.runs.trackers import Tracker, Trackers
 
 #: (metric, label, format) of the one-line progress report.
 PROGRESS_FIELDS = (
@@ -111,15 +114,19 @@ def train(
     stop_iters: int,
     checkpoint_every: int = 1,
     resume: bool = False,
+    trackers: Iterable[str | Tracker] = ("tensorboard",),
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Train until ``stop_iters`` iterations in all; returns this call's iteration metrics.
 
     With ``resume``, the config is the run's own ``config.yaml`` (``config`` is
-    ignored) and training continues from the latest complete checkpoint.
+    ignored) and training continues from the latest complete checkpoint. ``trackers``
+    (names of :data:`agents.runs.trackers.TRACKERS` or instances) get each iteration's
+    metrics, as ``metrics.csv`` does, and the before/after evaluation summaries.
     """
     import ray
 
+    tracking = Trackers(trackers)  # a missing tracker package fails here, before any work
     run_dir = Path(run_dir)
     checkpoints = complete_checkpoints(run_dir)
     config_path = run_dir / "config.yaml"
@@ -135,43 +142,60 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         config.to_yaml(config_path)
+    before = None
     if config.eval_dataset:
         from agents.llm.models import resolve_model
 
-        evaluate_into(run_dir / "eval_before", resolve_model(config.llm), config, "before", log)
+        before = evaluate_into(
+            run_dir / "eval_before", resolve_model(config.llm), config, "before", log
+        )
     if not ray.is_initialized():
         ray.init(
             address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False
         )
-    algo = config.build_algo()
     history: list[dict[str, Any]] = []
-    try:
-        if resume and checkpoints:
-            algo.restore_from_path(str(checkpoints[-1].resolve()))
-            log(f"resumed from {checkpoints[-1]} (iteration {algo.iteration})")
-        _truncate_metrics(run_dir / "metrics.csv", algo.iteration)
-        last_saved = algo.iteration
+    with tracking:
+        algo = config.build_algo()
         try:
-            while algo.iteration < stop_iters:
-                metrics = algo.train()[METRICS_KEY]
-                history.append(metrics)
-                _append_metrics(run_dir / "metrics.csv", algo.iteration, metrics)
-                log(progress_line(algo.iteration, stop_iters, metrics))
-                if algo.iteration % checkpoint_every == 0 or algo.iteration == stop_iters:
+            if resume and checkpoints:
+                algo.restore_from_path(str(checkpoints[-1].resolve()))
+                log(f"resumed from {checkpoints[-1]} (iteration {algo.iteration})")
+            _truncate_metrics(run_dir / "metrics.csv", algo.iteration)
+            tracking.start(run_dir, config.to_yaml_dict(), algo.iteration if resume else None)
+            if before is not None and not resume:  # a resumed run logged it the first time
+                tracking.log(_prefixed("eval_before", before), step=0)
+            last_saved = algo.iteration
+            try:
+                while algo.iteration < stop_iters:
+                    metrics = algo.train()[METRICS_KEY]
+                    history.append(metrics)
+                    _append_metrics(run_dir / "metrics.csv", algo.iteration, metrics)
+                    tracking.log(metrics, step=algo.iteration)
+                    log(progress_line(algo.iteration, stop_iters, metrics))
+                    if algo.iteration % checkpoint_every == 0 or algo.iteration == stop_iters:
+                        save_checkpoint(algo, run_dir)
+                        last_saved = algo.iteration
+                        plot_run(run_dir / "metrics.csv", run_dir / "curves.png", str(run_dir))
+            except KeyboardInterrupt:
+                if algo.iteration > last_saved:
                     save_checkpoint(algo, run_dir)
-                    last_saved = algo.iteration
-                    plot_run(run_dir / "metrics.csv", run_dir / "curves.png", str(run_dir))
-        except KeyboardInterrupt:
-            if algo.iteration > last_saved:
-                save_checkpoint(algo, run_dir)
-            log(f"interrupted after iteration {algo.iteration}: resume with --resume")
-            raise
-    finally:
-        algo.stop()
-    if config.eval_dataset and algo.iteration == stop_iters:
-        shutil.rmtree(run_dir / "eval_after", ignore_errors=True)  # a resumed run's policy is new
-        evaluate_into(run_dir / "eval_after", resolve_policy(run_dir), config, "after", log)
+                log(f"interrupted after iteration {algo.iteration}: resume with --resume")
+                raise
+        finally:
+            algo.stop()
+        if config.eval_dataset and algo.iteration == stop_iters:
+            # a resumed run's policy is new
+            shutil.rmtree(run_dir / "eval_after", ignore_errors=True)
+            after = evaluate_into(
+                run_dir / "eval_after", resolve_policy(run_dir), config, "after", log
+            )
+            tracking.log(_prefixed("eval_after", after), step=algo.iteration)
     return history
+
+
+def _prefixed(prefix: str, summary: Mapping[str, float]) -> dict[str, float]:
+    """``{"em": 31.0}`` -> ``{"eval_before/em": 31.0}``: an evaluation beside the iterations."""
+    return {f"{prefix}/{name}": value for name, value in summary.items()}
 
 
 def evaluate_into(

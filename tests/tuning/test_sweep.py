@@ -37,14 +37,26 @@ def test_spaces_are_data_and_validated():
         load_space("no-such-space")
 
 
-def test_asha_sweep_table_best_config_and_plot(answering_model_dir, capital_task, tmp_path):
+def test_asha_sweep_table_best_config_and_plot(
+    answering_model_dir, capital_task, tmp_path, monkeypatch
+):
     import ray
+    from mlflow import MlflowClient
 
     base = RexRagConfig.from_yaml("tiny-cpu", base_overrides(answering_model_dir, capital_task))
     space = {"lr": {"grid": [1e-5, 3e-4]}}
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_ALLOW_FILE_STORE"):
+        monkeypatch.delenv(variable, raising=False)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        summary = run_sweep(base, space, out_dir=tmp_path, num_samples=1, max_iters=2)
+        summary = run_sweep(
+            base,
+            space,
+            out_dir=tmp_path,
+            num_samples=1,
+            max_iters=2,
+            loggers=("tensorboard", "mlflow"),
+        )
     finally:
         ray.shutdown()
     assert [row["status"] for row in summary.rows] == ["OK", "OK"]
@@ -58,6 +70,14 @@ def test_asha_sweep_table_best_config_and_plot(answering_model_dir, capital_task
     assert best.lr == summary.rows[0]["lr"] and best.llm == str(answering_model_dir)
     best.validate()
     assert summary.plot_path.stat().st_size > 0
+    # Tune's own TensorBoard files, and one MLflow run per trial in the sweep directory
+    assert len(list((tmp_path / "experiment").glob("*/events.out.tfevents.*"))) == 2
+    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    runs = client.search_runs([client.get_experiment_by_name("rexrag").experiment_id])
+    assert len(runs) == 2 and {run.info.status for run in runs} == {"FINISHED"}
+    for run in runs:
+        steps = client.get_metric_history(run.info.run_id, "rexrag/accuracy_original")
+        assert [metric.step for metric in steps] == [1, 2]
     with pytest.raises(FileExistsError, match="--resume"):
         run_sweep(base, space, out_dir=tmp_path)
 
@@ -144,3 +164,45 @@ def test_a_crashing_trial_is_reported_and_the_sweep_goes_on(
         or str(free_port) in (by_retriever[dead]["error"])
     )
     assert RexRagConfig.from_yaml(summary.best_config_path).retriever == "bm25"
+
+
+def test_the_best_trial_is_tunes_pick_by_its_last_five_results(tmp_path):
+    """Tune ranks trials by their last 5 results' mean (``get_best_result(scope=
+    "last-5-avg")``): a late spike does not win; a crashed trial is listed, never the
+    config to train."""
+    import ray
+    from ray import tune
+
+    from tuning.sweep import summarise
+
+    curves = {1e-5: [0.5] * 6, 3e-4: [0.1] * 5 + [0.9], 1e-3: [0.2]}  # lr -> accuracies
+
+    def trainable(config):
+        for accuracy in curves[config["lr"]]:
+            tune.report({"rexrag": {"accuracy_original": accuracy}})
+        if config["lr"] == 1e-3:
+            raise RuntimeError("diverged")
+
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump({"lr": {"grid": list(curves)}}))
+    (tmp_path / "base_config.yaml").write_text(yaml.safe_dump({"lr": 1e-4, "group_size": 4}))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        results = tune.Tuner(
+            trainable,
+            param_space={"lr": tune.grid_search(list(curves))},
+            run_config=tune.RunConfig(name="experiment", storage_path=str(tmp_path), verbose=0),
+        ).fit()
+    finally:
+        ray.shutdown()
+
+    best = summarise(results, tmp_path, "rexrag/accuracy_original", "max")
+    assert [(row["lr"], row["final"], row["status"]) for row in best.rows] == [
+        (1e-5, 0.5, "OK"),
+        (3e-4, 0.9, "OK"),  # the best final value, but a mean of 0.26 over its last 5
+        (1e-3, 0.2, "ERROR"),
+    ]
+    assert yaml.safe_load(best.best_config_path.read_text()) == {"lr": 1e-5, "group_size": 4}
+
+    lowest = summarise(results, tmp_path, "rexrag/accuracy_original", "min")
+    assert lowest.rows[0]["status"] == "ERROR" and lowest.best_config_path is None
+    assert "the best trial" in lowest.table and "crashed" in lowest.table

@@ -14,6 +14,7 @@ from agents.cli import main, parse_overrides
 from agents.runs.run_directory import complete_checkpoints, resolve_policy
 from agents.runs.training_run import train
 from tests.agents.conftest import tiny_config
+from tests.agents.runs.tracker_files import tensorboard_scalars
 from tests.helpers import needs_vllm
 
 
@@ -53,9 +54,12 @@ def test_train_runs_the_embedded_default_unless_told_otherwise(capsys):
     default = parser.parse_args(["train"])
     assert (default.config, default.stop_iters) == ("tiny-synthwiki", 15)
     assert default.checkpoint_dir is None  # out/train/<config>-<time>
+    assert default.logger == "tensorboard"
     assert parser.parse_args(["train", "--preset", "smollm2-cpu"]).config == "smollm2-cpu"
     assert main(["train", "--resume"]) == 2
     assert "--resume needs the --checkpoint-dir" in capsys.readouterr().err
+    assert main(["train", "--logger", "tensorbord"]) == 2
+    assert "unknown trackers ['tensorbord']" in capsys.readouterr().err
 
 
 def test_train_resume_and_evaluate_from_the_command_line(
@@ -81,6 +85,16 @@ def test_train_resume_and_evaluate_from_the_command_line(
     assert main(["train", "--checkpoint-dir", str(run), "--resume", "--stop-iters", "3"]) == 0
     assert "resumed from" in capsys.readouterr().out
     assert csv_iterations(run) == [1, 2, 3]
+    # TensorBoard (the default --logger): the iterations as in metrics.csv, the
+    # evaluations beside them (after training: at 2, then again at 3 after the resume)
+    scalars = tensorboard_scalars(run / "tensorboard")
+    with (run / "metrics.csv").open() as handle:
+        accuracy = [float(row["accuracy_original"]) for row in csv.DictReader(handle)]
+    assert scalars["accuracy_original"] == [
+        (step, pytest.approx(value)) for step, value in enumerate(accuracy, start=1)
+    ]
+    assert [step for step, _ in scalars["eval_before/em"]] == [0]
+    assert [step for step, _ in scalars["eval_after/em"]] == [2, 3]
 
     # `rexrag eval --checkpoint RUN` evaluates under the run's protocol (retriever,
     # top-k, turns, token limits), so it reproduces the run's own after-training number
