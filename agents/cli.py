@@ -151,9 +151,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         f"http://{args.host}:{args.port}/retrieve",
         flush=True,
     )
-    serve(
-        retriever, args.host, args.port, {"index": str(args.index)}, default_topk=args.topk
-    )
+    serve(retriever, args.host, args.port, {"index": str(args.index)}, default_topk=args.topk)
     return 0
 
 

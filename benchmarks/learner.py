@@ -1,6 +1,7 @@
 """Learner throughput and peak memory: RexRagLearner vs a plain HF training loop.
 
     python benchmarks/learner.py [--model tiny] [--batch 16] [--length 768] [--repeats 3]
+    python benchmarks/learner.py --plan [--malloc-default]   # `rexrag plan` vs measured
 
 Both sides take optimizer steps on the same padded batch of REX-RAG-shaped
 trajectories (a question prompt, model turns, retrieved passages, and for a quarter of
@@ -15,6 +16,15 @@ The driver-side correction (probe filter, GRPO advantages, behaviour log-probs:
 ``build_learner_batch``) and the learner's π_old / π_ref scoring pass are timed as their
 own rows. Each variant runs in a fresh process so its
 peak memory (max RSS on CPU, max allocated on CUDA) is its own.
+
+``--plan`` checks :mod:`agents.runs.memory_plan` instead: for the tiny model and
+SmolLM2-135M, with and without gradient checkpointing (and SmolLM2 under bfloat16
+autocast), a RexRagLearner (as in
+``rexrag-update``) takes a warm-up step (AdamW's state exists from then on) and then
+one step of two micro-batches (the second runs with every gradient allocated, the
+peak the plan counts). Measured: peak RSS minus the RSS just before the model is
+loaded, in a fresh process. On CPU that is the "GPU" of the plan's ``ddp`` layout on
+one learner.
 """
 
 from __future__ import annotations
@@ -36,6 +46,24 @@ import torch
 from agents.trajectory import Component
 
 VARIANTS = ("hf-loop", "hf-loop-targeted", "rexrag-update", "rexrag-scoring", "rexrag-correction")
+#: --plan cases: (model, dtype, gradient checkpointing). bfloat16 is autocast, the
+#: precision of DDP learners in bfloat16.
+PLAN_CASES = (
+    ("tiny", "float32", False),
+    ("tiny", "float32", True),
+    ("smollm2-135m", "float32", False),
+    ("smollm2-135m", "float32", True),
+    ("smollm2-135m", "bfloat16", False),
+)
+#: model -> (max_tokens_per_micro_batch, longest trajectory). The tiny model needs many
+#: tokens for its activations to outweigh the process's own noise.
+PLAN_BUDGETS = {"tiny": (16384, 1024), "smollm2-135m": (2048, 512)}
+#: glibc raises its mmap threshold (up to 32 MiB) as big blocks are freed; smaller
+#: blocks then come from the heap, whose freed holes stay resident: RSS no tensor holds
+#: (with the defaults SmolLM2's peak RSS is 1.4x its live tensors). A fixed threshold
+#: sends every block from 64 KiB up back to the system when freed, so RSS follows the
+#: live tensors, as ``torch.cuda.max_memory_allocated`` does on a GPU.
+PLAN_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
 def synthetic_batch(vocab_size: int, rows: int, length: int, seed: int = 0) -> dict:
@@ -176,6 +204,134 @@ def run_variant(variant: str, args) -> dict:
     }
 
 
+def current_rss_bytes() -> int:
+    """Resident memory of this process now (Linux ``/proc/self/statm``)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def update_columns(batch, config) -> dict:
+    """The learner's columns for ``batch``; π_old and π_ref are the sampling log-probs
+    (their values do not change what an update allocates, and scoring would cost a
+    forward pass of the whole batch)."""
+    from agents.rexrag.learner_batch import build_learner_batch
+
+    return build_learner_batch(
+        batch,
+        batch.sampling_logprobs,
+        batch.sampling_logprobs,
+        keep_ratio=1.0,
+        keep_multiple_of=1,
+        correction="rexrag",
+        sequence_weight_cap=config.sequence_weight_cap,
+        clip_low=config.clip_low,
+        clip_high=config.clip_high,
+    ).columns
+
+
+def run_plan_case(model_name: str, dtype: str, checkpointing: bool) -> dict:
+    """Estimate and measure one --plan case (in a fresh process)."""
+    import gc
+
+    from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+
+    from agents.rexrag import RexRagConfig
+    from agents.rexrag.learner import micro_batches
+    from agents.runs.memory_plan import MicroBatchShape, model_shape, plan_memory
+    from rexrag_env.spaces import UnicodeText
+
+    tokens, length = PLAN_BUDGETS[model_name]
+    config = RexRagConfig.from_yaml(
+        "tiny-cpu",
+        {
+            "llm": model_name,
+            "dtype": dtype,
+            "gradient_checkpointing": checkpointing,
+            "max_tokens_per_micro_batch": tokens,
+            "lr_warmup_steps": 0,
+        },
+    )
+    shape = model_shape(model_name)  # resolves the alias: the model is built, not loaded
+    rows = 2 * max(1, tokens // length)  # two micro-batches
+    columns = update_columns(synthetic_batch(shape.vocab, rows, length), config)
+    warm_up = update_columns(synthetic_batch(shape.vocab, 2, 256, seed=1), config)
+
+    def as_batch(values: dict) -> MultiAgentBatch:
+        return MultiAgentBatch(
+            {"default_policy": SampleBatch(values)}, env_steps=len(values["advantages"])
+        )
+
+    attention = torch.as_tensor(columns["attention_mask"])
+    chunks = [
+        MicroBatchShape(
+            rows=part.stop - part.start,
+            width=width,
+            targets=int(columns["loss_mask"][part].sum()),
+        )
+        for part, width in micro_batches(attention, tokens)
+    ]
+    spaces = {"default_policy": (UnicodeText(), UnicodeText())}
+    # A throwaway learner of the tiny model first: building one imports ~1400 modules
+    # lazily (torch.distributed, dynamo, sympy, …: ~130 MB), which are not the model's.
+    RexRagConfig.from_yaml("tiny-cpu").build_learner(spaces=spaces)
+    gc.collect()
+    before_model = current_rss_bytes()
+    learner = config.build_learner(spaces=spaces)
+    learner.update(batch=as_batch(warm_up))
+    after_warm_up = current_rss_bytes()
+    learner.update(batch=as_batch(columns))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # the micro-batch the plan peaks at (they differ a little in width and targets)
+    plan = max(
+        (
+            plan_memory(config, shape, gpus=1, gpu_memory_gb=80, micro_batch=chunk).layout("ddp")
+            for chunk in chunks
+        ),
+        key=lambda layout: layout.peak_bytes,
+    )
+    static_rows = ("parameters", "gradients", "adamw", "reference")
+    return {
+        "micro_batches": [(c.rows, c.width, c.targets) for c in chunks],
+        "estimate": plan.peak_bytes,
+        "measured": peak - before_model,
+        "static_estimate": sum(plan.rows[key] for key in static_rows),
+        "static_measured": after_warm_up - before_model,
+    }
+
+
+def print_plan_validation(malloc_default: bool) -> None:
+    """Each --plan case in a fresh process, then the table (MiB, estimate / measured)."""
+    allocator = "glibc's default malloc" if malloc_default else "MALLOC_MMAP_THRESHOLD_=65536"
+    print(
+        f"device=cpu (the ddp layout on 1 learner) torch threads="
+        f"{torch.get_num_threads()} {allocator}; "
+        "measured = peak RSS - RSS before the model is loaded"
+    )
+    print(
+        "| model | dtype | checkpointing | micro-batches: rows x width (targets) "
+        "| estimate (MiB) | measured (MiB) | ratio | static estimate / measured (MiB) |"
+    )
+    print("|---|---|---|---|---:|---:|---:|---:|")
+    for model_name, dtype, checkpointing in PLAN_CASES:
+        switch = "on" if checkpointing else "off"
+        command = [sys.executable, __file__, "--plan-case", f"{model_name}:{dtype}:{switch}"]
+        output = subprocess.run(
+            command,
+            check=True,
+            capture_output=True,
+            text=True,
+            env=None if malloc_default else PLAN_ENV,
+        ).stdout
+        case = json.loads(output.strip().splitlines()[-1])
+        shapes = ", ".join(f"{r}x{w} ({t})" for r, w, t in case["micro_batches"])
+        estimate, measured = case["estimate"] / 2**20, case["measured"] / 2**20
+        static = f"{case['static_estimate'] / 2**20:.0f} / {case['static_measured'] / 2**20:.0f}"
+        print(
+            f"| {model_name} | {dtype} | {switch} | {shapes} | {estimate:.0f} | {measured:.0f} "
+            f"| {estimate / measured:.2f} | {static} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -184,10 +340,26 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="trajectories per update")
     parser.add_argument("--length", type=int, default=768, help="longest trajectory (tokens)")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps (median)")
+    parser.add_argument(
+        "--plan", action="store_true", help="rexrag plan's estimate vs measured peak memory"
+    )
+    parser.add_argument(
+        "--malloc-default",
+        action="store_true",
+        help="--plan under glibc's default mmap threshold (RSS then counts freed heap too)",
+    )
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--plan-case", help=argparse.SUPPRESS)  # MODEL:DTYPE:on|off
     args = parser.parse_args()
     if args.variant:  # a child process: one measurement, as JSON
         print(json.dumps(run_variant(args.variant, args)))
+        return
+    if args.plan_case:
+        model_name, dtype, checkpointing = args.plan_case.split(":")
+        print(json.dumps(run_plan_case(model_name, dtype, checkpointing == "on")))
+        return
+    if args.plan:
+        print_plan_validation(args.malloc_default)
         return
 
     results = {}

@@ -18,6 +18,7 @@ tensors autograd saves (:func:`layer_activation_bytes`). ``benchmarks/learner.py
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,15 +50,13 @@ ROWS = (
     ("reference", "reference model"),
     ("vllm", "vLLM engines"),
     ("compute_copy", "compute copy of weights"),
-    ("activations", "activations"),
-    ("lm_head", "LM-head temporaries"),
+    ("activations", "activations (saved)"),
+    ("lm_head", "LM-head backward"),
+    ("layer_backward", "layer backward"),
     ("adamw_step", "AdamW step temporaries"),
 )
-#: Rows held all the time; rows alive in the forward and backward passes; rows alive
-#: in the optimizer step. The peak is the first plus the larger of the other two.
+#: Rows held through the whole step (see :attr:`LayoutPlan.peak_bytes` for the rest).
 RESIDENT = ("parameters", "gradients", "ddp_buckets", "adamw", "reference", "vllm")
-FORWARD_BACKWARD = ("compute_copy", "activations", "lm_head")
-OPTIMIZER_STEP = ("adamw_step",)
 
 
 @dataclass(frozen=True)
@@ -236,9 +235,7 @@ def micro_batch_shape(config: RexRagConfig) -> MicroBatchShape:
     as ``max_tokens_per_micro_batch`` holds (one when a row is longer)."""
     model_turns = (config.max_turns + 1) * config.max_new_tokens_per_turn
     probe = PROBE_PROMPT_TOKENS if config.probes else 0
-    width = (
-        PROMPT_TOKENS + model_turns + config.max_turns * config.max_observation_tokens + probe
-    )
+    width = PROMPT_TOKENS + model_turns + config.max_turns * config.max_observation_tokens + probe
     rows = max(1, config.max_tokens_per_micro_batch // width)
     return MicroBatchShape(rows=rows, width=width, targets=rows * (model_turns + probe))
 
@@ -261,12 +258,12 @@ def precision(dtype: str, layout: str) -> Precision:
     anew, so q, k and v each keep a copy (gate and up two). bfloat16 under FSDP: its
     mixed precision gathers bfloat16 weights, so the whole stream is bfloat16."""
     if dtype == "float32":
-        return Precision("float32", 4, 4, 1, 1)
+        return Precision("fp32", 4, 4, 1, 1)
     if dtype != "bfloat16":
         raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}")
     if layout == "ddp":
-        return Precision("bfloat16 autocast", 2, 4, 3, 2)
-    return Precision("bfloat16", 2, 2, 1, 1)
+        return Precision("bf16 autocast", 2, 4, 3, 2)
+    return Precision("bf16", 2, 2, 1, 1)
 
 
 def layer_activation_bytes(shape: ModelShape, p: Precision, *, masked_width: int) -> int:
@@ -296,42 +293,58 @@ def layer_activation_bytes(shape: ModelShape, p: Precision, *, masked_width: int
     return norms + linear_inputs + attention + mlp
 
 
+def _masked_width(micro: MicroBatchShape) -> int:
+    """Several padded rows mean a padding mask; a single row needs none."""
+    return micro.width if micro.rows > 1 else 0
+
+
 def activation_bytes(
     shape: ModelShape, p: Precision, micro: MicroBatchShape, *, checkpointing: bool
 ) -> int:
-    """What one micro-batch keeps from the forward pass to its backward pass.
+    """What one micro-batch keeps from the forward pass for its backward pass, the LM
+    head's aside (:func:`lm_head_bytes`).
 
     Every layer's :func:`layer_activation_bytes`, or with gradient checkpointing
-    (non-reentrant, per layer) each layer's input only plus one layer recomputed in
-    the backward pass; plus, outside the layers, the input ids, the RoPE cos/sin
-    tables and the final norm; plus one layer's backward working set (the gradients of
-    gate, up and their product, alive together while its activations still are).
-    Several padded rows mean a padding mask (a single row needs none).
+    (non-reentrant, per layer) each layer's input only; plus, outside the layers, the
+    input ids, the RoPE cos/sin tables and the final norm's input and output.
     """
-    masked_width = micro.width if micro.rows > 1 else 0
-    layer = layer_activation_bytes(shape, p, masked_width=masked_width)
     if checkpointing:
-        layers = shape.layers * shape.hidden * p.residual + layer
+        per_token = shape.layers * shape.hidden * p.residual
     else:
-        layers = shape.layers * layer
+        per_token = shape.layers * layer_activation_bytes(
+            shape, p, masked_width=_masked_width(micro)
+        )
     outside = 8 + 2 * shape.head_dim * p.residual + 4 * shape.hidden + p.residual * shape.hidden
-    backward = 3 * shape.intermediate * p.compute
-    return micro.tokens * (layers + outside + backward)
+    return micro.tokens * (per_token + outside)
+
+
+def layer_backward_bytes(
+    shape: ModelShape, p: Precision, micro: MicroBatchShape, *, checkpointing: bool
+) -> int:
+    """A decoder layer's backward pass beyond the saved activations: the gradients of
+    gate, up and their product, alive together; with gradient checkpointing, the
+    layer's activations too, recomputed just before."""
+    recomputed = (
+        layer_activation_bytes(shape, p, masked_width=_masked_width(micro)) if checkpointing else 0
+    )
+    return micro.tokens * (recomputed + 3 * shape.intermediate * p.compute)
 
 
 def lm_head_bytes(
     shape: ModelShape, p: Precision, micro: MicroBatchShape, *, entropy_loss: bool, layout: str
 ) -> int:
-    """The LM head on the target positions only (``response_token_logprobs``).
+    """The LM head on the target positions only (``response_token_logprobs``), from the
+    forward pass to the end of its backward pass, the first of the backward pass.
 
-    Float32 ``[targets, vocab]`` logits, which logsumexp keeps, and two more of that size
-    alive with them (forward: ``x - max`` and its exp; backward: logsumexp's and
-    gather's gradients); an entropy bonus keeps the softmax and its product with the
-    logits too. Plus the hidden states of the targets, and the LM head weight's
-    gradient, made while every activation is alive (float32 under DDP, the gathered
-    dtype under FSDP until its reduce-scatter).
+    Four float32 ``[targets, vocab]`` tensors at once: the logits (logsumexp and gather
+    keep them until both have run backward), logsumexp's gradient, gather's gradient
+    and their sum (measured on CPU with a fixed mmap threshold: the peak is four
+    copies); an entropy bonus keeps the softmax and its product with the logits too.
+    Plus the hidden states of the targets, and the LM head weight's gradient before
+    it is accumulated (float32 under DDP, the gathered dtype under FSDP until its
+    reduce-scatter).
     """
-    vocab_sized = (3 + (2 if entropy_loss else 0)) * micro.targets * shape.vocab * 4
+    vocab_sized = (4 + (2 if entropy_loss else 0)) * micro.targets * shape.vocab * 4
     hidden = micro.targets * shape.hidden * p.compute
     weight_gradient = shape.embedding_params * (4 if layout == "ddp" else p.compute)
     return vocab_sized + hidden + weight_gradient
@@ -367,9 +380,10 @@ def compute_copy_bytes(shape: ModelShape, p: Precision, layout: str) -> int:
         if p.compute == 4:
             return 0
         return p.compute * (shape.layers * shape.layer_linear_params + shape.embedding_params)
-    return p.compute * (shape.root_params + 2 * shape.layer_params) + (
-        p.compute + 4
-    ) * shape.layer_params
+    return (
+        p.compute * (shape.root_params + 2 * shape.layer_params)
+        + (p.compute + 4) * shape.layer_params
+    )
 
 
 def vllm_bytes(config: RexRagConfig, *, gpus: int, gpu_memory_bytes: float) -> float:
@@ -397,11 +411,15 @@ class LayoutPlan:
 
     @property
     def peak_bytes(self) -> float:
-        """Resident rows plus the larger of the forward/backward and the step rows."""
-        resident = sum(self.rows[key] for key in RESIDENT)
-        passes = sum(self.rows[key] for key in FORWARD_BACKWARD)
-        step = sum(self.rows[key] for key in OPTIMIZER_STEP)
-        return resident + max(passes, step)
+        """The resident rows plus the largest of the three moments of a step: the LM
+        head's backward and a layer's backward (each on top of the compute copy and the
+        saved activations: the LM head's temporaries are gone before the first layer's
+        backward starts) and the optimizer step (after the activations are freed)."""
+        rows = self.rows
+        resident = sum(rows[key] for key in RESIDENT)
+        passes = rows["compute_copy"] + rows["activations"]
+        backward = max(rows["lm_head"], rows["layer_backward"])
+        return resident + max(passes + backward, rows["adamw_step"])
 
     @property
     def fits(self) -> bool:
@@ -421,6 +439,7 @@ class MemoryPlan:
     num_params: int
     trainable_params: int
     layouts: tuple[LayoutPlan, ...]
+    notes: tuple[str, ...] = ()
 
     def layout(self, name: str) -> LayoutPlan:
         """The plan of layout ``name`` (one of :data:`LAYOUTS`)."""
@@ -479,12 +498,12 @@ def plan_memory(
         rows["ddp_buckets"] = 4 * trainable if layout == "ddp" and gpus > 1 else 0
         rows["vllm"] = vllm
         rows["compute_copy"] = compute_copy_bytes(shape, p, layout)
-        rows["activations"] = activation_bytes(
-            shape, p, micro, checkpointing=config.gradient_checkpointing
-        )
+        checkpointing = config.gradient_checkpointing
+        rows["activations"] = activation_bytes(shape, p, micro, checkpointing=checkpointing)
         rows["lm_head"] = lm_head_bytes(
             shape, p, micro, entropy_loss=config.entropy_coeff > 0, layout=layout
         )
+        rows["layer_backward"] = layer_backward_bytes(shape, p, micro, checkpointing=checkpointing)
         offloaded = (1 - on_gpu) * sum(master[key] for key in RESIDENT if key in master)
         learners_per_node = min(gpus, gpus_per_node)
         layouts.append(
@@ -510,7 +529,26 @@ def plan_memory(
         num_params=params,
         trainable_params=trainable,
         layouts=tuple(layouts),
+        notes=_notes(config),
     )
+
+
+def _notes(config: RexRagConfig) -> tuple[str, ...]:
+    """What the table's rows do not show of the config."""
+    notes = []
+    shares_gpus = config.backend == "vllm" and 0 < config.num_gpus_per_env_runner < 1
+    if shares_gpus and config.vllm_sleep_level:
+        notes.append(
+            f"vLLM shares the learners' GPUs but sleeps while they step (vllm_sleep_level "
+            f"{config.vllm_sleep_level}); awake, each engine takes "
+            f"{config.vllm_gpu_memory_utilization:g} of a GPU"
+        )
+    if config.lora_rank > 0:
+        notes.append(
+            "LoRA: base weights float32 and frozen, no reference copy; learner_sharding='fsdp' "
+            "refuses LoRA, so only the ddp column is a layout the run can use"
+        )
+    return tuple(notes)
 
 
 def render_plan(plan: MemoryPlan) -> str:
@@ -535,8 +573,8 @@ def render_plan(plan: MemoryPlan) -> str:
         f"{plan.model}: {_count(plan.num_params)} parameters "
         f"({_count(plan.trainable_params)} trained) on {plan.gpus} learner GPU(s) "
         f"of {plan.gpu_memory_gb:g} GiB",
-        f"micro-batch: {micro.rows} row(s) x {micro.width} tokens = {micro.tokens} padded "
-        f"tokens, {micro.targets} targets; gradient checkpointing "
+        f"micro-batch: {micro.rows} x {micro.width} tokens ({micro.tokens} padded, "
+        f"{micro.targets} targets); gradient checkpointing "
         f"{'on' if plan.checkpointing else 'off'}",
         "",
         line("GiB per GPU", names),
@@ -558,12 +596,14 @@ def render_plan(plan: MemoryPlan) -> str:
         )
     )
     fitting = [layout.layout for layout in plan.layouts if layout.fits]
-    lines += [
-        "",
+    footer = [
         f"* the config's layout. Fits: {', '.join(fitting) if fitting else 'none'} "
         f"(peak within {USABLE_SHARE:.0%} of each GPU: the CUDA context and allocator "
         "fragmentation are not counted).",
+        *plan.notes,
     ]
+    lines.append("")
+    lines += [textwrap.fill(text, width=88, subsequent_indent="  ") for text in footer]
     return "\n".join(lines)
 
 
