@@ -164,6 +164,13 @@ def save_pretrained_weights(
 
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    cast: dict[int, torch.Tensor] = {}  # tied weights share one tensor: cast (and save) once
-    state = {k: cast.setdefault(v.data_ptr(), v.to(dtype)) for k, v in weights.items()}
+    state = {name: value.to(dtype) for name, value in weights.items()}
+    # Tied weights (one parameter under two names in the skeleton) become one tensor, so
+    # they are saved once, whether or not the weights shared storage on the way here (a
+    # Ray transfer copies each tensor).
+    first_name: dict[int, str] = {}
+    for name, parameter in skeleton.named_parameters(remove_duplicate=False):
+        first = first_name.setdefault(id(parameter), name)
+        if first != name and first in state:
+            state[name] = state[first]
     skeleton.save_pretrained(directory, state_dict=state)
