@@ -398,22 +398,26 @@ def _add_tune_command(commands) -> None:
 def _run_tune(args: argparse.Namespace) -> int:
     from agents.rexrag import RexRagConfig
     from agents.runs.trackers import parse_tracker_names
-    from tuning.sweep import run_sweep
+    from tuning.sweep import SweepInterruptedError, run_sweep
 
     base = RexRagConfig.from_yaml(args.config, parse_overrides(args.overrides))
-    summary = run_sweep(
-        base,
-        args.space,
-        out_dir=args.out,
-        scheduler=args.scheduler,
-        num_samples=args.num_samples,
-        max_iters=args.max_iters,
-        metric=args.metric,
-        mode=args.mode,
-        max_concurrent_trials=args.max_concurrent,
-        loggers=parse_tracker_names(args.logger),
-        resume=args.resume,
-    )
+    try:
+        summary = run_sweep(
+            base,
+            args.space,
+            out_dir=args.out,
+            scheduler=args.scheduler,
+            num_samples=args.num_samples,
+            max_iters=args.max_iters,
+            metric=args.metric,
+            mode=args.mode,
+            max_concurrent_trials=args.max_concurrent,
+            loggers=parse_tracker_names(args.logger),
+            resume=args.resume,
+        )
+    except SweepInterruptedError as error:
+        print(f"rexrag tune: {error}", file=sys.stderr)
+        return 130
     print(summary.table)
     print(f"trials: {summary.csv_path}  curves: {summary.plot_path}")
     if summary.best_config_path:

@@ -59,6 +59,10 @@ def make_scheduler(name: str, space: dict[str, Any], max_iters: int):
     raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {name!r}")
 
 
+class SweepInterruptedError(RuntimeError):
+    """The sweep stopped before every trial ended; it is saved, not summarised."""
+
+
 def run_sweep(
     base: RexRagConfig,
     space: str | Path | dict[str, Any],
@@ -150,6 +154,17 @@ def run_sweep(
             ),
         )
     results = tuner.fit()
+    # Ctrl-C: Tune stops the trials (marked terminated), saves the experiment and returns
+    # normally. A trial that ended by its stop criterion or the scheduler has a last
+    # result marked done; one without is unfinished: an interrupted sweep, not a result.
+    unfinished = sum(
+        result.error is None and not (result.metrics or {}).get("done") for result in results
+    )
+    if unfinished:
+        raise SweepInterruptedError(
+            f"the sweep in {out_dir} was interrupted with {unfinished} trial(s) unfinished: "
+            f"continue it with rexrag tune --resume --out {out_dir}"
+        )
     return summarise(results, out_dir, metric, mode)
 
 

@@ -109,7 +109,7 @@ def test_an_interrupted_sweep_resumes_without_repeating_finished_trials(
                 break
             time.sleep(0.2)
         sweep.send_signal(signal.SIGINT)  # Ctrl-C while the second trial runs
-        sweep.wait(timeout=120)
+        assert sweep.wait(timeout=120) == 130  # interrupted, not summarised
 
     def finished_trials():
         return [

@@ -59,6 +59,9 @@ def test_wandb_offline_run_holds_config_history_and_summary(tmp_path, monkeypatc
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_PROJECT", raising=False)
     two_sessions(WandbTracker, tmp_path)
+    import wandb
+
+    wandb.teardown()  # W&B's service process writes the run files: wait for it to end
     run_id = json.loads((tmp_path / RUN_IDS_FILE).read_text())["wandb"]
     # one directory per session, both under the same run id: `wandb sync` continues it
     files = sorted((tmp_path / "wandb").glob(f"offline-run-*/run-{run_id}.wandb"))
