@@ -168,9 +168,19 @@ def save_pretrained_weights(
     # Tied weights (one parameter under two names in the skeleton) become one tensor, so
     # they are saved once, whether or not the weights shared storage on the way here (a
     # Ray transfer copies each tensor).
-    first_name: dict[int, str] = {}
-    for name, parameter in skeleton.named_parameters(remove_duplicate=False):
-        first = first_name.setdefault(id(parameter), name)
-        if first != name and first in state:
+    for name, first in tied_parameter_names(skeleton).items():
+        if first in state:
             state[name] = state[first]
     skeleton.save_pretrained(directory, state_dict=state)
+
+
+def tied_parameter_names(model: torch.nn.Module) -> dict[str, str]:
+    """Each second name of a tied parameter (``lm_head.weight`` of a model with tied
+    embeddings) -> the parameter's first name, in ``named_parameters`` order."""
+    first_name: dict[int, str] = {}
+    tied = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        first = first_name.setdefault(id(parameter), name)
+        if first != name:
+            tied[name] = first
+    return tied

@@ -624,9 +624,10 @@ class RexRag(Algorithm):
             clip_low=config.clip_low,
             clip_high=config.clip_high,
         )
+        env_steps = env_steps_sampled(trajectories)
         start = time.perf_counter()
         learner_stats = self._update(
-            prepared.columns, stream_seed(seed, MINIBATCH_ORDER), env_steps_sampled(trajectories)
+            prepared.columns, stream_seed(seed, MINIBATCH_ORDER), env_steps
         )
         seconds["learning"] = time.perf_counter() - start
         self.env_runner_group.sync_weights(
@@ -655,9 +656,7 @@ class RexRag(Algorithm):
         self.metrics.log_dict(metrics, key=METRICS_KEY, reduce="mean", window=1)
         # RLlib's standard keys, for Tune's and RLlib users' defaults: env steps are turns
         self.metrics.log_dict(episode_stats(trajectories), key=ENV_RUNNER_RESULTS, window=1)
-        self.metrics.log_value(
-            NUM_ENV_STEPS_SAMPLED_LIFETIME, env_steps_sampled(trajectories), reduce="lifetime_sum"
-        )
+        self.metrics.log_value(NUM_ENV_STEPS_SAMPLED_LIFETIME, env_steps, reduce="lifetime_sum")
         self.metrics.log_value(NUM_EPISODES_LIFETIME, len(trajectories), reduce="lifetime_sum")
 
     def _next_keep_ratio(self, kept_probe_accuracy: float | None) -> float:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from agents.llm.models import tied_parameter_names
 from agents.rexrag.logprobs import TokenScorer
 
 #: How several learners hold the policy: RLlib's DDP replicas, or FSDP2 shards.
@@ -99,16 +100,12 @@ def gathered_state_dict(
 
     rank0 = torch.distributed.get_rank() == 0
     accelerator = _collective_device()
-    first_name: dict[int, str] = {}  # tied weights: gathered once, saved as one tensor
-    aliases = {
-        name: first_name.setdefault(id(param), name)
-        for name, param in module.named_parameters(remove_duplicate=False)
-    }
+    tied = tied_parameter_names(module)  # tied weights: gathered once, saved as one tensor
     gathered: dict[str, torch.Tensor] = {}
     for name, value in module.state_dict().items():
-        if aliases.get(name, name) != name:
+        if name in tied:
             if rank0:
-                gathered[name] = gathered[aliases[name]]
+                gathered[name] = gathered[tied[name]]
             continue
         if isinstance(value, DTensor):
             if value.device.type != accelerator.type:  # CPU-offloaded shard, NCCL group
