@@ -115,8 +115,8 @@ def run_episode(
     agent.reset(observation, info)
     while not trajectory.finished:
         action = agent.act(observation, info)
-        observation, _, terminated, truncated, info = env.step(action)
-        trajectory.record_step(action, observation, terminated, truncated, info)
+        observation, reward, terminated, truncated, info = env.step(action)
+        trajectory.record_step(action, observation, reward, terminated, truncated, info)
     return trajectory
 
 
@@ -142,10 +142,12 @@ class SequentialAgents:
         active = list(range(len(started)))
         while active:
             actions = {i: agents[i].act(*last[i]) for i in active}
-            for i, (observation, _, terminated, truncated, info) in step_episodes(
+            for i, (observation, reward, terminated, truncated, info) in step_episodes(
                 envs, actions
             ).items():
-                trajectories[i].record_step(actions[i], observation, terminated, truncated, info)
+                trajectories[i].record_step(
+                    actions[i], observation, reward, terminated, truncated, info
+                )
                 last[i] = (observation, info)
             active = [i for i in active if not trajectories[i].finished]
         return trajectories

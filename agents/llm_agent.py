@@ -138,11 +138,13 @@ class LLMAgent:
             for i, generation in zip(active, generations, strict=True):
                 trajectory = trajectories[i]
                 trajectory.extend(generation.token_ids, Component.MODEL, generation.logprobs)
-                observation, _, terminated, truncated, info = results[i]
+                observation, reward, terminated, truncated, info = results[i]
                 label = observation_component(info["action_type"])
                 observation_ids = self.observation_ids(observation) if observation else []
                 trajectory.extend(observation_ids, label)
                 if len(observation_ids) == self.max_observation_tokens:  # what the model saw
                     observation = self.tokenizer.decode(observation_ids)
-                trajectory.record_step(generation.text, observation, terminated, truncated, info)
+                trajectory.record_step(
+                    generation.text, observation, reward, terminated, truncated, info
+                )
             active = [i for i in active if not trajectories[i].finished]

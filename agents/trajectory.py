@@ -39,6 +39,7 @@ class Turn:
     action_type: str
     query: str | None = None
     doc_ids: list[str] = field(default_factory=list)
+    reward: float = 0.0  #: the env's reward for this step
 
 
 @dataclass
@@ -86,9 +87,17 @@ class Trajectory:
         )
 
     def record_step(
-        self, action: str, observation: str, terminated: bool, truncated: bool, info: dict[str, Any]
+        self,
+        action: str,
+        observation: str,
+        reward: float,
+        terminated: bool,
+        truncated: bool,
+        info: dict[str, Any],
     ) -> None:
-        """Account for one ``env.step``: the turn, the searches, and the outcome when it ends."""
+        """Account for one ``env.step``: the turn, its reward, the searches, and the
+        outcome when it ends. ``reward`` is the return's (``SearchQAEnv``: EM on the
+        answering step; a subclass may reward otherwise); the scores stay the answer's."""
         self.turns.append(
             Turn(
                 action,
@@ -96,14 +105,21 @@ class Trajectory:
                 info["action_type"],
                 info.get("query"),
                 list(info.get("doc_ids", [])),
+                float(reward),
             )
         )
+        self.reward += float(reward)
         self.num_searches = info.get("num_searches", self.num_searches)
         if terminated or truncated:
             self.finished, self.truncated = True, bool(truncated)
             self.answer = info.get("answer")
             self.scores = {key: float(info.get(key, 0.0)) for key in SCORE_NAMES}
-            self.reward = self.scores["em"]
+
+    @property
+    def correct(self) -> bool:
+        """Whether the answer is an exact match: what "wrong answer" and "dead end" mean
+        (spec §3.2), whatever the env's reward is."""
+        return self.scores["em"] > 0
 
     def extend(
         self, token_ids: list[int], component: Component, logprobs: list[float] | None = None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import gymnasium
 import numpy as np
+from gymnasium.envs.registration import load_env_creator
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
@@ -101,6 +104,12 @@ class SearchQAVectorEnv(VectorEnv):
     - ``dataset``, ``retriever``, ``max_turns``, ``topk``, ``render_mode``: as
       ``SearchQAEnv`` (built once, shared by all envs).
     - ``autoreset_mode``: ``AutoresetMode.NEXT_STEP`` (default) or ``DISABLED``.
+    - ``env_class``: the sub-environment class, ``SearchQAEnv`` or a subclass of it (a
+      user's own env with the same protocol: a different reward, prompt or info, say;
+      :func:`search_qa_env_class` finds it from a registered id). It is built as
+      ``env_class(dataset=…, retriever=…, max_turns=…, topk=…, render_mode=…,
+      **env_kwargs)``, every env after the first over the first's examples and retriever.
+    - ``env_kwargs``: the subclass's own constructor arguments.
 
     ## Examples
     >>> import gymnasium as gym
@@ -139,13 +148,19 @@ class SearchQAVectorEnv(VectorEnv):
         topk: int = DEFAULT_TOPK,
         render_mode: str | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        env_class: type[SearchQAEnv] = SearchQAEnv,
+        env_kwargs: Mapping[str, Any] | None = None,
     ):
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        if not (isinstance(env_class, type) and issubclass(env_class, SearchQAEnv)):
+            raise TypeError(f"env_class must be SearchQAEnv or a subclass, got {env_class!r}")
         mode = _autoreset_mode(autoreset_mode)
-        first = SearchQAEnv(dataset, retriever, max_turns, topk, render_mode)
+        settings = {"max_turns": max_turns, "topk": topk, "render_mode": render_mode}
+        settings.update(env_kwargs or {})
+        first = env_class(dataset=dataset, retriever=retriever, **settings)
         self.envs = [first] + [
-            SearchQAEnv(first.examples, first.retriever, max_turns, topk, render_mode)
+            env_class(dataset=first.examples, retriever=first.retriever, **settings)
             for _ in range(num_envs - 1)
         ]
         self.num_envs = num_envs
@@ -305,6 +320,40 @@ class SearchQAVectorEnv(VectorEnv):
         if len(seed) != self.num_envs:
             raise ValueError(f"reset() takes one seed per env ({self.num_envs}), got {len(seed)}")
         return list(seed)
+
+
+def search_qa_env_class(env: str | type) -> type[SearchQAEnv]:
+    """The :class:`SearchQAEnv` subclass registered as ``env`` (or ``env`` itself, a class).
+
+    ``env`` is a Gymnasium id, ``"module:ns/Name-v0"`` to import the module that
+    registers it first (as ``gymnasium.make`` reads it: the form a Ray worker process,
+    which never ran the driver's registration, needs). The entry point must be
+    ``SearchQAEnv`` or a subclass: batched sampling steps the sub-envs through their
+    ``check_action`` / ``runs_search`` / ``advance`` hooks and resumes probes with
+    ``reset(options={"example", "turn", "num_searches"})``, which a subclass inherits.
+    """
+    if isinstance(env, str):
+        module, _, env_id = env.rpartition(":")
+        if module:
+            importlib.import_module(module)
+        try:
+            spec = gymnasium.spec(env_id)
+        except gymnasium.error.Error as error:
+            raise ValueError(
+                f"{error}; register it in an importable module and name it as "
+                f"'your_module:{env_id}' so that every worker process imports it"
+            ) from error
+        entry = spec.entry_point
+        env_class = load_env_creator(entry) if isinstance(entry, str) else entry
+    else:
+        env_class = env
+    if not (isinstance(env_class, type) and issubclass(env_class, SearchQAEnv)):
+        raise ValueError(
+            f"env {env!r}: its entry point {env_class!r} is not a subclass of "
+            "rexrag_env.SearchQAEnv; subclass it (override advance() for another reward) so "
+            "that it steps in batches and resumes probes"
+        )
+    return env_class
 
 
 def _autoreset_mode(value: AutoresetMode | str) -> AutoresetMode:

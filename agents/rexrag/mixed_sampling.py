@@ -135,9 +135,9 @@ class MixedSampler:
             and not trajectory.truncated
             and trajectory.num_turns <= self._envs.max_turns
         )
-        if not answered_in_search_turn or trajectory.reward > 0:
+        if not answered_in_search_turn or trajectory.correct:
             return False
         if self.probe_trigger == "dead_end_group":
             group = [t for t in originals if t.example_id == trajectory.example_id]
-            return not any(t.reward > 0 for t in group)
+            return not any(t.correct for t in group)
         return True

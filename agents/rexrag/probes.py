@@ -149,7 +149,7 @@ def make_probe(
         components=original.components[:end],
         sampling_logprobs=original.sampling_logprobs[:end],
         turns=[*original.turns[:-1], Turn(action[:answer_at], prompt_text, "probe_prompt")],
-        reward=0.0,
+        reward=sum(turn.reward for turn in original.turns[:-1]),
         scores=zero_scores(),
         answer=None,
         truncated=False,

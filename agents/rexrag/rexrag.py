@@ -16,6 +16,7 @@ is plain GRPO (Search-R1).
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
 import tempfile
@@ -66,6 +67,7 @@ from agents.rexrag.sharding import LEARNER_SHARDINGS
 from agents.rexrag.token_batch import TokenBatch, select_rows, to_token_batch
 from rexrag_env import SEARCH_QA_ENV_ID, SYNTHWIKI_ENV_ID
 from rexrag_env.datasets import load_qa_dataset
+from rexrag_env.env import SearchQAEnv
 from rexrag_env.protocol import (
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_MAX_OBSERVATION_TOKENS,
@@ -74,7 +76,7 @@ from rexrag_env.protocol import (
     DEFAULT_TEMPERATURE,
     DEFAULT_TOPK,
 )
-from rexrag_env.vector import SearchQAVectorEnv
+from rexrag_env.vector import SearchQAVectorEnv, search_qa_env_class
 
 #: Where RexRag's per-iteration metrics live in ``Algorithm.train()``'s result.
 METRICS_KEY = "rexrag"
@@ -96,6 +98,23 @@ UNUSED_RLLIB_FIELDS = {
 }
 #: The ``env_config`` keys that set a run's episodes (the training fields of that name).
 ENV_CONFIG_FIELDS = ("dataset", "retriever", "max_turns", "topk")
+
+
+def _unaccepted_arguments(env_class: type, arguments: dict[str, Any]) -> list[str]:
+    """The ``arguments`` no constructor in ``env_class``'s chain names, following
+    ``**kwargs`` up to the parent (as a subclass that passes them on does): a typo in
+    ``env_config`` is refused by ``validate()`` on the driver, not by a runner later."""
+    remaining = set(arguments)
+    for cls in env_class.__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        remaining -= {
+            p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        }
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters) or cls is SearchQAEnv:
+            break
+    return sorted(remaining)
 
 
 class RolloutFailedError(RuntimeError):
@@ -310,7 +329,9 @@ class RexRagConfig(AlgorithmConfig):
         episode settings in ``env_config`` are the run's (they win over the ``.training``
         fields of the same name). ``rexrag_env/SearchQA-v0`` takes ``dataset``,
         ``retriever``, ``max_turns``, ``topk``; ``rexrag_env/SynthWiki-v0`` takes ``split``
-        (its questions and corpus), ``max_turns``, ``topk``."""
+        (its questions and corpus), ``max_turns``, ``topk``. A user's own env (a
+        registered ``SearchQAEnv`` subclass, ``"module:ns/Name-v0"``, or the class) takes
+        those four too, and its other keys go to its constructor (:meth:`env_kwargs`)."""
         if self.env is None and not self.env_config:
             return []
         settings = dict(self.env_config)
@@ -321,16 +342,36 @@ class RexRagConfig(AlgorithmConfig):
             split = settings.pop("split", "train")
             settings.update(dataset=f"synthwiki/{split}", retriever="synthwiki")
         elif self.env not in (None, SEARCH_QA_ENV_ID):
-            return [
-                f"env {self.env!r}: RexRag samples {SEARCH_QA_ENV_ID} or {SYNTHWIKI_ENV_ID} "
-                "(other environments are not supported yet)"
-            ]
+            try:
+                env_class = search_qa_env_class(self.env)
+            except (ValueError, ImportError) as error:
+                return [str(error)]
+            own = self.env_kwargs()
+            unaccepted = _unaccepted_arguments(env_class, own)
+            if unaccepted:
+                return [f"env_config keys {unaccepted}: {env_class.__name__}() does not take them"]
+            settings = {name: value for name, value in settings.items() if name not in own}
         unknown = sorted(set(settings) - set(ENV_CONFIG_FIELDS))
         if unknown:
             return [f"env_config keys {unknown} are not among {ENV_CONFIG_FIELDS}"]
         for name, value in settings.items():
             setattr(self, name, value)
         return []
+
+    def env_class(self) -> type[SearchQAEnv]:
+        """The class of the envs a run samples: ``SearchQAEnv`` for the package's ids,
+        a user's registered subclass otherwise (resolved in the calling process, so an
+        EnvRunner imports the module that registers it)."""
+        if self.env in (None, SEARCH_QA_ENV_ID, SYNTHWIKI_ENV_ID):
+            return SearchQAEnv
+        return search_qa_env_class(self.env)
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """A user's env's own constructor arguments: its ``env_config`` keys that are
+        not episode settings (none for the package's envs)."""
+        if self.env in (None, SEARCH_QA_ENV_ID, SYNTHWIKI_ENV_ID):
+            return {}
+        return {k: v for k, v in self.env_config.items() if k not in ENV_CONFIG_FIELDS}
 
     def _unused_rllib_fields(self) -> list[str]:
         """RLlib fields RexRag has no use for, set to anything but RLlib's default:
@@ -511,6 +552,8 @@ class RexRagConfig(AlgorithmConfig):
             max_turns=self.max_turns,
             topk=self.topk,
             autoreset_mode=AutoresetMode.DISABLED,
+            env_class=self.env_class(),
+            env_kwargs=self.env_kwargs(),
         )
 
     def vllm_engine_options(self) -> dict[str, Any]:

@@ -13,10 +13,10 @@ def dead_end_fraction(trajectories: Sequence[Trajectory]) -> float:
     """Fraction of questions none of whose ``trajectories`` is correct (spec §3.3's
     ``INFO/num_leq_threshold`` as a fraction): pass originals only for "before
     probing", originals plus kept probes for "after"."""
-    best: dict[str, float] = {}
+    solved: dict[str, bool] = {}
     for t in trajectories:
-        best[t.example_id] = max(best.get(t.example_id, 0.0), t.reward)
-    return float(np.mean([reward <= 0.0 for reward in best.values()])) if best else 0.0
+        solved[t.example_id] = solved.get(t.example_id, False) or t.correct
+    return float(np.mean([not s for s in solved.values()])) if solved else 0.0
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -35,9 +35,9 @@ def rollout_metrics(
     probes = [t for t in trajectories if t.is_probe]
     turns = sum(t.num_turns for t in trajectories)
     return {
-        "accuracy_original": _mean([t.reward for t in originals]),
-        "accuracy_probe": _mean([t.reward for t in probes]),
-        "accuracy_probe_kept": _mean([t.reward for t in kept_probes]),
+        "accuracy_original": _mean([t.correct for t in originals]),
+        "accuracy_probe": _mean([t.correct for t in probes]),
+        "accuracy_probe_kept": _mean([t.correct for t in kept_probes]),
         "dead_end_fraction_before_probing": dead_end_fraction(originals),
         "dead_end_fraction_after_probing": dead_end_fraction([*originals, *kept_probes]),
         "num_questions": float(len({t.example_id for t in originals})),
@@ -66,7 +66,8 @@ def env_steps_sampled(trajectories: Sequence[Trajectory]) -> int:
 
 def episode_stats(trajectories: Sequence[Trajectory]) -> dict[str, float]:
     """RLlib's standard episode keys over the originals (the policy's own episodes;
-    probes are continued from them): return (the EM reward) and length in turns."""
+    probes are continued from them): return (the env's reward: EM for ``SearchQAEnv``)
+    and length in turns."""
     originals = [t for t in trajectories if not t.is_probe]
     return {
         "episode_return_mean": _mean([t.reward for t in originals]),

@@ -98,13 +98,13 @@ def dead_end_profile(
     for start in range(0, len(rollouts), group):
         members = rollouts[start : start + group]
         wrong = Counter(
-            (rollout.answer or "").strip().lower() for rollout in members if rollout.reward == 0
+            (rollout.answer or "").strip().lower() for rollout in members if not rollout.correct
         )
         dead += sum(wrong.values()) == group
         same_wrong += bool(wrong) and wrong.most_common(1)[0][1] > group / 2
     return {
         "dead_end": dead / len(indices),
         "same_wrong_majority": same_wrong / len(indices),
-        "accuracy": sum(rollout.reward for rollout in rollouts) / len(rollouts),
+        "accuracy": sum(rollout.correct for rollout in rollouts) / len(rollouts),
         "questions": float(len(indices)),
     }

@@ -168,7 +168,7 @@ def warm_start_on_synthwiki(
     """SFT ``model`` in place on the recipe's demonstrations on ``dataset``; returns
     the step losses. ``log`` gets one line on the demonstrations before training."""
     demonstrations = synthwiki_demonstrations(tokenizer, recipe, dataset)
-    correct = sum(d.reward for d in demonstrations) / len(demonstrations)
+    correct = sum(d.correct for d in demonstrations) / len(demonstrations)
     log(f"{len(demonstrations)} demonstrations ({correct:.0%} correct), {recipe.steps} steps")
     return supervised_finetune(
         model,

@@ -203,12 +203,14 @@ def play_env_by_env(agent, envs, options):
         for i, generation in zip(active, agent.generator.generate(prompts, params), strict=True):
             trajectory = trajectories[i]
             trajectory.extend(generation.token_ids, Component.MODEL, generation.logprobs)
-            observation, _, terminated, truncated, info = envs[i].step(generation.text)
+            observation, reward, terminated, truncated, info = envs[i].step(generation.text)
             observation_ids = agent.observation_ids(observation) if observation else []
             trajectory.extend(observation_ids, observation_component(info["action_type"]))
             if len(observation_ids) == agent.max_observation_tokens:
                 observation = agent.tokenizer.decode(observation_ids)
-            trajectory.record_step(generation.text, observation, terminated, truncated, info)
+            trajectory.record_step(
+                generation.text, observation, reward, terminated, truncated, info
+            )
         active = [i for i in active if not trajectories[i].finished]
     return trajectories
 

@@ -170,8 +170,6 @@ def test_env_config_sets_the_episodes_as_rllib_users_write_it():
     assert (synthwiki.dataset, synthwiki.retriever) == ("synthwiki/test", "synthwiki")
     with pytest.raises(ValueError, match="not among"):
         RexRagConfig().environment(env_config={"max_turn": 3}).validate()
-    with pytest.raises(ValueError, match=r"CartPole-v1.*not supported"):
-        RexRagConfig().environment("CartPole-v1").validate()
 
 
 @pytest.mark.parametrize(
@@ -191,3 +189,22 @@ def test_env_config_sets_the_episodes_as_rllib_users_write_it():
 def test_rllib_fields_rexrag_does_not_use_are_refused_naming_ours(setting, named):
     with pytest.raises(ValueError, match=named):
         setting(RexRagConfig()).validate()
+
+
+def test_a_users_registered_env_subclass_takes_its_own_env_config_keys():
+    from rexrag_env.vector import search_qa_env_class
+    from tests.agents.rexrag.user_env import USER_ENV, AnswerBonusEnv
+
+    config = RexRagConfig().environment(
+        USER_ENV, env_config={"dataset": "nq", "topk": 2, "answer_bonus": 0.5}
+    )
+    config.validate()
+    assert (config.dataset, config.topk) == ("nq", 2)
+    assert config.env_class() is AnswerBonusEnv and config.env_kwargs() == {"answer_bonus": 0.5}
+    assert search_qa_env_class(AnswerBonusEnv) is AnswerBonusEnv  # a class works as the id
+    with pytest.raises(ValueError, match=r"\['bonus'\]: AnswerBonusEnv\(\) does not take"):
+        RexRagConfig().environment(USER_ENV, env_config={"bonus": 0.5}).validate()
+    with pytest.raises(ValueError, match=r"nobody.*register it .*'your_module:nobody/Qa-v0'"):
+        RexRagConfig().environment("nobody/Qa-v0").validate()
+    with pytest.raises(ValueError, match=r"CartPole-v1.*not a subclass of .*SearchQAEnv"):
+        RexRagConfig().environment("CartPole-v1").validate()

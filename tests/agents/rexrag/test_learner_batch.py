@@ -14,11 +14,13 @@ from agents.rexrag.rollout_metrics import (
 )
 from agents.rexrag.token_batch import to_token_batch
 from agents.trajectory import Component, Trajectory, Turn
+from rexrag_env.reward import zero_scores
 
 P, M, N, Q = Component.PROMPT, Component.MODEL, Component.INFO, Component.PROBE_PROMPT  # N: info
 
 
-def trajectory(example_id, labels, reward, is_probe=False, turns=1):
+def trajectory(example_id, labels, reward, is_probe=False, turns=1, em=None):
+    """``em`` (default: ``reward``) is the answer's exact match, what "correct" means."""
     labels = [int(c) for c in labels]
     return Trajectory(
         example_id=example_id,
@@ -31,6 +33,7 @@ def trajectory(example_id, labels, reward, is_probe=False, turns=1):
         prompt_length=labels.index(int(M)),
         turns=[Turn("<answer> x </answer>", "", "answer")] * turns,
         reward=reward,
+        scores={**zero_scores(), "em": reward if em is None else em},
         is_probe=is_probe,
     )
 
@@ -165,6 +168,17 @@ def test_rollout_metrics():
     assert metrics["accuracy_original"] == 0.25 and metrics["accuracy_probe"] == 0.5
     assert metrics["accuracy_probe_kept"] == 1.0
     assert metrics["num_questions"] == 2 and metrics["sampled_tokens"] == 14
+
+
+def test_accuracy_and_dead_ends_are_exact_match_whatever_the_env_rewards():
+    """A user's env may reward a wrong answer (a format bonus): it is still wrong, and
+    the return is the env's reward."""
+    rewarded_but_wrong = trajectory("q1", [P, M], 0.25, em=0.0)
+    right = trajectory("q2", [P, M], 1.25, em=1.0)
+    metrics = rollout_metrics([rewarded_but_wrong, right], kept_probes=[])
+    assert metrics["accuracy_original"] == 0.5
+    assert metrics["dead_end_fraction_before_probing"] == 0.5
+    assert episode_stats([rewarded_but_wrong, right])["episode_return_mean"] == 0.75
 
 
 def test_env_steps_count_the_turns_played_and_episodes_are_the_originals():

@@ -275,6 +275,41 @@ def test_two_env_runner_actors_and_a_killed_one_is_restarted(
         algo.stop()
 
 
+def test_a_users_own_registered_env_is_what_the_runners_sample(
+    answering_model_dir, capital_task, ray_cluster
+):
+    """``config.environment("module:ns/Name-v0", env_config)`` with a user's SearchQAEnv
+    subclass: a runner process imports the module, builds that env with the user's
+    keys, and its reward is the return (probes still follow exact match)."""
+    from agents.rexrag.env_runner import RexRagEnvRunner
+    from tests.agents.rexrag.user_env import USER_ENV
+
+    config = tiny_config(answering_model_dir, capital_task, num_env_runners=1).environment(
+        USER_ENV, env_config={"answer_bonus": 0.25}
+    )
+    sample = RexRagEnvRunner(config=config).sample(seed=0).trajectories
+    answered = [t for t in sample if t.turns[-1].action_type == "answer"]
+    assert answered and any(t.is_probe for t in answered)
+    assert all(t.reward == t.scores["em"] + 0.25 for t in answered)
+    # wrong answers in a search-enabled turn, rewarded 0.25, are still probed
+    wrong = [
+        t for t in answered if not (t.is_probe or t.correct) and t.num_turns <= config.max_turns
+    ]
+    assert wrong and all(t.probe_eligible for t in wrong)
+    algo = config.build_algo()
+    try:
+        classes = algo.env_runner_group.foreach_env_runner(
+            lambda runner: type(runner.sampler.make_envs(1).envs[0]).__name__,
+            local_env_runner=False,
+        )
+        assert classes == ["AnswerBonusEnv"]
+        result = algo.train()
+        accuracy = result[METRICS_KEY]["accuracy_original"]
+        assert accuracy < result["env_runners"]["episode_return_mean"] <= accuracy + 0.25
+    finally:
+        algo.stop()
+
+
 def test_a_retriever_that_is_down_fails_the_iteration_clearly(
     answering_model_dir, capital_task, ray_cluster, free_port
 ):
