@@ -340,8 +340,8 @@ def _run_sft(args: argparse.Namespace) -> int:
     from agents.llm.models import load_model_and_tokenizer
     from agents.warm_start.synthwiki_policy import (
         SynthWikiWarmStart,
+        save_warm_start,
         warm_start_on_synthwiki,
-        write_losses,
     )
 
     options = (
@@ -360,10 +360,7 @@ def _run_sft(args: argparse.Namespace) -> int:
     losses = warm_start_on_synthwiki(
         model, tokenizer, recipe, dataset=args.dataset, progress=True, log=print
     )
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    write_losses(out / "sft_losses.csv", losses)
+    save_warm_start(out, model, tokenizer, recipe, losses)
     print(
         f"loss {losses[0]:.3f} -> {losses[-1]:.3f}; model in {out} "
         f"({time.perf_counter() - start:.0f}s; train it: rexrag train llm={out} ...)"

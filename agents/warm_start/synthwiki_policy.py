@@ -18,7 +18,13 @@ Two recipes are registered as model aliases (``load_model_and_tokenizer("tiny-sy
 - ``smollm2-synthwiki``: the packaged SmolLM2-135M-Instruct after the same SFT.
 
 Each is built once into the rexrag cache under a name that hashes its recipe, so
-changing a recipe rebuilds it and concurrent callers share one build.
+changing a recipe rebuilds it and concurrent callers share one build. ``tiny-synthwiki``
+also ships with the package (``weights/tiny-synthwiki``, 5 MB, built by this recipe):
+the same recipe on another CPU's BLAS reaches the copying skill at another step, and
+the embedded default should not depend on which machine runs it, nor spend minutes on
+an SFT before its first iteration. ``rexrag sft --out DIR`` rebuilds it; a test pins
+that the shipped weights carry the current recipe's key and that the recipe reproduces
+their loss curve.
 """
 
 from __future__ import annotations
@@ -78,14 +84,18 @@ class SynthWikiWarmStart:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
-    def cache_name(self, alias: str) -> str:
-        # The ranking too: the demonstrations show the passages BM25 returns.
+    def key(self) -> str:
+        """A short hash of everything the policy depends on: the recipe, the tiny
+        architecture and the ranking (the demonstrations show the passages BM25 returns)."""
         key = {
             "recipe": asdict(self),
             "tiny": TINY_SYNTHWIKI_ARCHITECTURE,
             "ranking": RANKING_VERSION,
         }
-        return f"{alias}-{_digest(key)}"
+        return _digest(key)
+
+    def cache_name(self, alias: str) -> str:
+        return f"{alias}-{self.key()}"
 
 
 def _digest(value) -> str:
@@ -194,26 +204,61 @@ def tiny_synthwiki_base_path() -> Path:
     )
 
 
-def warm_start_path(alias: str) -> Path:
-    """The warm-started policy registered as ``alias``, built on first use.
+#: Where the shipped warm starts live: one directory per alias, as save_warm_start writes.
+SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
+#: The file in a warm start's directory that records its recipe and key.
+RECIPE_FILE = "recipe.json"
+LOSSES_FILE = "sft_losses.csv"
 
-    Building prints a progress bar: a few minutes on 2 CPU cores for ``tiny-synthwiki``.
-    """
+
+def shipped_warm_start(alias: str) -> Path | None:
+    """The shipped policy of ``alias`` if the package has one built by its current
+    recipe (same key), else None (a recipe changed since: it is rebuilt)."""
+    directory = SHIPPED_WEIGHTS / alias
+    manifest = directory / RECIPE_FILE
+    if not manifest.is_file():
+        return None
+    current = json.loads(manifest.read_text())["key"] == WARM_STARTS[alias].key()
+    return directory if current else None
+
+
+def warm_start_path(alias: str) -> Path:
+    """The warm-started policy registered as ``alias``: the shipped one, else built on
+    first use into the cache (a progress bar: a few minutes on 2 CPU cores for
+    ``tiny-synthwiki``)."""
     from agents.llm.models import load_model_and_tokenizer
     from rexrag_env.cache import build_once, cache_dir
 
+    shipped = shipped_warm_start(alias)
+    if shipped is not None:
+        return shipped
     recipe = WARM_STARTS[alias]
 
     def build(directory: Path) -> None:
         model, tokenizer = load_model_and_tokenizer(recipe.base)
         print(f"{alias}: warm-starting {recipe.base} on SynthWiki demonstrations (cached after)")
         losses = warm_start_on_synthwiki(model, tokenizer, recipe, progress=True, log=print)
-        model.save_pretrained(directory)
-        tokenizer.save_pretrained(directory)
-        write_losses(directory / "sft_losses.csv", losses)
+        save_warm_start(directory, model, tokenizer, recipe, losses)
 
     return build_once(cache_dir() / "models" / recipe.cache_name(alias), build)
 
 
-def write_losses(path: Path, losses: list[float]) -> None:
-    path.write_text("step,loss\n" + "".join(f"{i + 1},{loss}\n" for i, loss in enumerate(losses)))
+def save_warm_start(
+    directory: Path, model, tokenizer, recipe: SynthWikiWarmStart, losses: list[float]
+) -> None:
+    """The policy as ``from_pretrained`` loads it, its step losses, and its recipe with
+    the key :func:`shipped_warm_start` checks."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    (directory / LOSSES_FILE).write_text(
+        "step,loss\n" + "".join(f"{i + 1},{loss}\n" for i, loss in enumerate(losses))
+    )
+    manifest = {"key": recipe.key(), "recipe": asdict(recipe)}
+    (directory / RECIPE_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def read_losses(directory: Path) -> list[float]:
+    """The step losses :func:`save_warm_start` wrote."""
+    lines = (directory / LOSSES_FILE).read_text().splitlines()[1:]
+    return [float(line.split(",")[1]) for line in lines]

@@ -146,3 +146,22 @@ def test_the_alias_builds_its_recipe_once_into_the_cache(monkeypatch, capsys):
     assert "warm-starting" in capsys.readouterr().out
     load_model_and_tokenizer("tiny-synthwiki")  # cached: no second build
     assert "warm-starting" not in capsys.readouterr().out
+
+
+def test_the_shipped_warm_start_is_the_current_recipe_and_the_recipe_retraces_it():
+    """The package's tiny-synthwiki was built by the current recipe: its key matches (a
+    recipe change must ship new weights: ``rexrag sft --out
+    agents/warm_start/weights/tiny-synthwiki``) and 20 steps of the recipe from the
+    same base give its first 20 losses. (The whole 800-step run is not repeated here:
+    5-11 minutes, and its late steps depend on the CPU's BLAS, the reason to ship it.)"""
+    from agents.warm_start.synthwiki_policy import read_losses, shipped_warm_start
+
+    shipped = shipped_warm_start("tiny-synthwiki")
+    assert shipped is not None and synthwiki_policy.warm_start_path("tiny-synthwiki") == shipped
+    model, tokenizer = load_model_and_tokenizer("tiny-synthwiki")
+    assert model.num_parameters() > 1_000_000 and len(tokenizer) < 4096
+    recipe = WARM_STARTS["tiny-synthwiki"]
+    base, base_tokenizer = load_model_and_tokenizer(TINY_BASE)
+    losses = warm_start_on_synthwiki(base, base_tokenizer, replace(recipe, steps=20))
+    assert losses == pytest.approx(read_losses(shipped)[:20], rel=1e-3)
+    assert read_losses(shipped)[-1] < 0.2 * losses[0] and len(read_losses(shipped)) == 800
