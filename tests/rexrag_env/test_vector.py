@@ -292,3 +292,27 @@ def test_async_make_vec_on_non_ascii_text(bm25_retriever):
 def test_the_docstring_example_runs(bm25_retriever):
     results = doctest.testmod(rexrag_env.vector, optionflags=doctest.ELLIPSIS)
     assert results.attempted > 0 and results.failed == 0
+
+
+def test_a_subclass_of_the_env_steps_in_batches_with_its_own_arguments():
+    """A user's SearchQAEnv subclass (another reward) as the sub-env class: every env is
+    one, built with the subclass's own keyword, over one shared retriever."""
+    from tests.agents.rexrag.user_env import AnswerBonusEnv
+
+    retriever = CountingRetriever()
+    envs = rexrag_env.SearchQAVectorEnv(
+        2,
+        dataset=[RUSH, WHO],
+        retriever=retriever,
+        autoreset_mode=AutoresetMode.DISABLED,
+        env_class=AnswerBonusEnv,
+        env_kwargs={"answer_bonus": 0.5},
+    )
+    assert all(type(env) is AnswerBonusEnv and env.retriever is retriever for env in envs.envs)
+    envs.reset(options={"env_options": [{"index": 0}, {"index": 1}]})
+    envs.step(("<search> Neil Peart </search>", "<search> Roger Daltrey </search>"))
+    assert retriever.batch_sizes == [2]
+    _, rewards, *_ = envs.step(("<answer> Rush </answer>", "<answer> Queen </answer>"))
+    assert rewards.tolist() == [1.5, 0.5]
+    with pytest.raises(TypeError, match="subclass"):
+        rexrag_env.SearchQAVectorEnv(1, dataset=[RUSH], retriever=retriever, env_class=dict)
