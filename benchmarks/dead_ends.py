@@ -1,23 +1,41 @@
 """The experiment: plain GRPO vs REX-RAG (correction none / rexrag / sequence), same budget.
 
-    python benchmarks/dead_ends.py [--config tiny-synthwiki] [--iterations 20] [--seeds 0,1,2]
-                                   [--eval-dataset DATASET] [--eval-limit N] [--out DIR]
+    python benchmarks/dead_ends.py [--config tiny-synthwiki] [--iterations 15]
+        [--seeds 0,1,2,3,4] [--settings grpo,none,rexrag,sequence]
+        [--track-dataset synthwiki/validation] [--track-every 3]
+        [--eval-dataset DATASET] [--eval-limit N] [--out DIR]
+    python benchmarks/dead_ends.py --replot DIR      # tables and figure from saved runs
 
 Every run starts from the same warm-started policy (the preset's ``llm``), sees the same
 number of questions (iterations × questions_per_iteration) and differs only in the
-setting and the seed. After training, the policy is evaluated greedily on
-``--eval-dataset`` (default: the preset's ``eval_dataset``, SynthWiki's test split). The
-table reports exact match (mean ± std over seeds), the dead-end fraction (all originals
-of a question wrong) in the first and the last iteration, sampled tokens per iteration
-(probes cost tokens), probes spawned/kept and their accuracy, and wall time;
-``curves.png`` plots the originals' accuracy and the dead-end fraction per iteration,
-one line per setting (mean over seeds).
+setting and the seed; with the same seed, every setting draws the same questions in the
+same order, so settings are compared seed by seed (paired differences).
+
+Learning is tracked on a fixed held-out set (``--track-dataset``, greedy EM every
+``--track-every`` iterations): the accuracy of an iteration's own originals swings by
+±0.15 with which questions it drew, more than a few iterations of learning move it.
+After training, each policy is evaluated greedily on ``--eval-dataset`` (default: the
+preset's ``eval_dataset``, SynthWiki's test split).
+
+Prints the command and commit, then per setting: test EM (mean ± std and its 95%
+t-interval over seeds), held-out EM at the end, the dead-end fraction over all
+iterations with its interval, probe accuracy, sampled tokens and wall time; then each
+paired difference of test EM and of held-out EM with its 95% interval, marked
+"decided" when it excludes 0 or is narrower than ±3 EM points. Each run's history is
+saved as it finishes (``DIR/runs/<setting>-seed<k>.json``; a rerun with the same
+``--out`` skips the runs already there), with ``runs.csv``, ``differences.csv`` and
+``curves.png`` beside them.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import os
+import shlex
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,15 +45,28 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import numpy as np
 
-SETTINGS = (
-    ("GRPO (probes off)", {"probes": False}),
-    ("REX-RAG, correction none", {"correction": "none"}),
-    ("REX-RAG, correction rexrag", {"correction": "rexrag"}),
-    ("REX-RAG, correction sequence", {"correction": "sequence"}),
+from agents.runs.paired_stats import Interval, mean_interval, paired_difference
+
+#: key -> (label, config overrides)
+SETTINGS = {
+    "grpo": ("GRPO (probes off)", {"probes": False}),
+    "none": ("REX-RAG, correction none", {"correction": "none"}),
+    "rexrag": ("REX-RAG, correction rexrag", {"correction": "rexrag"}),
+    "sequence": ("REX-RAG, correction sequence", {"correction": "sequence"}),
+}
+#: (a, b): the differences a - b reported, where both settings ran.
+COMPARISONS = (
+    ("rexrag", "grpo"),
+    ("sequence", "grpo"),
+    ("none", "grpo"),
+    ("rexrag", "none"),
+    ("sequence", "rexrag"),
 )
+#: A difference is decided when its interval excludes 0 or is narrower than this (EM points).
+DECIDED_HALF_WIDTH = 3.0
 
 
-def greedy_accuracy(policy_dir, config, dataset: str, limit: int | None) -> float:
+def greedy_em(policy_dir, config, dataset: str, limit: int | None) -> float:
     """Greedy exact match (0-1) through the evaluation harness, the run's settings."""
     from agents.runs.policy_eval import evaluate_policy
 
@@ -46,125 +77,295 @@ def greedy_accuracy(policy_dir, config, dataset: str, limit: int | None) -> floa
     return summary["average"]["em"] / 100
 
 
-def run(preset: str, overrides: dict, iterations: int, eval_dataset: str, eval_limit: int | None):
-    """One training run; returns its per-iteration metrics, test EM and wall time."""
+def run(args, key: str, seed: int) -> dict:
+    """One training run: its per-iteration metrics, held-out EM every ``track_every``
+    iterations, final test EM and wall time."""
     from agents.rexrag import RexRagConfig
     from agents.rexrag.rexrag import METRICS_KEY
 
-    config = RexRagConfig.from_yaml(preset, overrides)
+    overrides = {**SETTINGS[key][1], "seed": seed}
+    config = RexRagConfig.from_yaml(args.config, overrides)
     start = time.perf_counter()
     algo = config.build_algo()
-    history = []
-    for iteration in range(iterations):
-        history.append(algo.train()[METRICS_KEY])
-        print(f"  {overrides} iteration {iteration + 1}/{iterations}", flush=True)
-    with tempfile.TemporaryDirectory() as directory:
-        algo.export_policy(directory)
+    history, tracked = [], {}
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            for iteration in range(1, args.iterations + 1):
+                history.append(algo.train()[METRICS_KEY])
+                if iteration % args.track_every == 0 or iteration == args.iterations:
+                    algo.export_policy(directory)
+                    tracked[iteration] = greedy_em(directory, config, args.track_dataset, None)
+                print(
+                    f"  {key} seed {seed}: iteration {iteration}/{args.iterations}"
+                    + (
+                        f", held-out EM {100 * tracked[iteration]:.1f}"
+                        if iteration in tracked
+                        else ""
+                    ),
+                    flush=True,
+                )
+            test_em = greedy_em(directory, config, args.eval_dataset, args.eval_limit)
+    finally:
         algo.stop()
-        accuracy = greedy_accuracy(directory, config, eval_dataset, eval_limit)
-    return history, accuracy, time.perf_counter() - start
+    return {
+        "setting": key,
+        "seed": seed,
+        "overrides": overrides,
+        "history": history,
+        "tracked": tracked,
+        "test_em": test_em,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def warm_start_numbers(base, args) -> dict:
+    """What every run starts from: the warm start's greedy EM on both sets, and how
+    stuck it is on the multi-hop test questions (its dead-end profile)."""
+    from agents.llm.models import resolve_model
+    from agents.runs.policy_eval import dead_end_profile
+
+    policy = resolve_model(base.llm)
+    numbers = {
+        "warm_start_test_em": greedy_em(policy, base, args.eval_dataset, args.eval_limit),
+        "warm_start_held_out_em": greedy_em(policy, base, args.track_dataset, None),
+    }
+    try:
+        numbers["warm_start_profile"] = dead_end_profile(policy, base, args.eval_dataset)
+    except ValueError:  # no multi-hop questions (e.g. the sanity task)
+        numbers["warm_start_profile"] = None
+    return numbers
+
+
+def load_runs(out: Path) -> list[dict]:
+    runs = []
+    for path in sorted((out / "runs").glob("*.json")):
+        record = json.loads(path.read_text())
+        record["tracked"] = {int(i): em for i, em in record["tracked"].items()}
+        runs.append(record)
+    return runs
+
+
+def commit() -> str:
+    """The checkout's commit (``+dirty`` with uncommitted changes), if it is one."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, check=True
+        )
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    return head.stdout.decode().strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def decided(interval: Interval) -> str:
+    if interval.excludes_zero():
+        return "yes (excludes 0)"
+    if 100 * interval.half_width < DECIDED_HALF_WIDTH:
+        return f"yes (within ±{DECIDED_HALF_WIDTH:.0f})"
+    return "no"
+
+
+#: Per run, what the tables and runs.csv report: name -> value of a saved run record.
+RUN_SUMMARY = {
+    "test_em": lambda r: r["test_em"],
+    "held_out_em_last": lambda r: r["tracked"][max(r["tracked"])],
+    "dead_end_mean": lambda r: _over_iterations(r, "dead_end_fraction_before_probing"),
+    "probe_accuracy": lambda r: _over_iterations(r, "accuracy_probe"),
+    "sampled_tokens": lambda r: _over_iterations(r, "sampled_tokens"),
+    "seconds": lambda r: r["seconds"],
+}
+
+
+def _over_iterations(record: dict, metric: str) -> float:
+    return float(np.mean([metrics[metric] for metrics in record["history"]]))
+
+
+def report(runs: list[dict], meta: dict, out: Path) -> None:
+    """Print the tables, write ``runs.csv``, ``differences.csv`` and ``curves.png``."""
+    groups = {
+        key: sorted((r for r in runs if r["setting"] == key), key=lambda r: r["seed"])
+        for key in SETTINGS
+    }
+    groups = {key: group for key, group in groups.items() if group}
+    summary = {
+        key: [{name: f(r) for name, f in RUN_SUMMARY.items()} for r in group]
+        for key, group in groups.items()
+    }
+    print(f"command: {meta['command']}\ncommit: {', '.join(meta['commits'])}  date: {meta['date']}")
+    profile = meta["warm_start_profile"]
+    if profile:
+        print(
+            f"warm start on the {profile['questions']:.0f} multi-hop test questions, "
+            f"rollouts at the run's temperature: all wrong {profile['dead_end']:.2f}, most "
+            f"giving one same wrong answer {profile['same_wrong_majority']:.2f}, rollout "
+            f"accuracy {profile['accuracy']:.3f}"
+        )
+    print(
+        f"config={meta['config']} iterations={meta['iterations']} eval={meta['eval_dataset']}, "
+        f"held-out={meta['track_dataset']} (greedy); warm start: test EM "
+        f"{100 * meta['warm_start_test_em']:.1f}, held-out EM "
+        f"{100 * meta['warm_start_held_out_em']:.1f}\n"
+    )
+    print(
+        "| setting | seeds | test EM (mean ± std) | test EM 95% CI | held-out EM, last | "
+        "dead-end fraction over iterations (95% CI) | probe accuracy | sampled tokens / "
+        "iteration | wall s per run |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for key, rows in summary.items():
+        column = {name: [row[name] for row in rows] for name in RUN_SUMMARY}
+        test, dead = column["test_em"], column["dead_end_mean"]
+        several = len(rows) > 1
+        test_ci = mean_interval(test).format(scale=100, signed=False) if several else "-"
+        dead_cell = (
+            mean_interval(dead).format(digits=2, signed=False) if several else f"{dead[0]:.2f}"
+        )
+        spread = np.std(test, ddof=1) if several else 0.0
+        print(
+            f"| {SETTINGS[key][0]} | {len(rows)} | {100 * np.mean(test):.1f} ± {100 * spread:.1f} "
+            f"| {test_ci} | {100 * np.mean(column['held_out_em_last']):.1f} | {dead_cell} "
+            f"| {np.mean(column['probe_accuracy']):.2f} | {np.mean(column['sampled_tokens']):.0f} "
+            f"| {np.mean(column['seconds']):.0f} |"
+        )
+    with (out / "runs.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["setting", "seed", *RUN_SUMMARY])
+        for key, group in groups.items():
+            for record, row in zip(group, summary[key], strict=True):
+                writer.writerow([key, record["seed"], *row.values()])
+    print(
+        "\n| difference (paired by seed) | seeds | test EM, 95% CI | decided | "
+        "held-out EM (last), 95% CI | decided |"
+    )
+    print("|---|---:|---:|---|---:|---|")
+    with (out / "differences.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["a", "b", "metric", "seeds", "mean", "low", "high"])
+        for a, b in COMPARISONS:
+            if a not in groups or b not in groups:
+                continue
+            by_seed = {key: {r["seed"]: r for r in groups[key]} for key in (a, b)}
+            seeds = sorted(set(by_seed[a]) & set(by_seed[b]))
+            if len(seeds) < 2:
+                continue
+            cells = []
+            for metric in ("test_em", "held_out_em_last"):
+                value = RUN_SUMMARY[metric]
+                interval = paired_difference(
+                    [value(by_seed[a][s]) for s in seeds], [value(by_seed[b][s]) for s in seeds]
+                )
+                writer.writerow(
+                    [a, b, metric, len(seeds), interval.mean, interval.low, interval.high]
+                )
+                cells.append(f"{interval.format(scale=100)} | {decided(interval)}")
+            print(f"| {a} - {b} | {len(seeds)} | " + " | ".join(cells) + " |")
+    path = plot_curves(groups, meta, out / "curves.png")
+    print(f"\nfiles: {out / 'runs.csv'}, {out / 'differences.csv'}, {path}")
+
+
+def plot_curves(groups: dict[str, list[dict]], meta: dict, path: Path) -> Path:
+    """Held-out EM (from the warm start), dead-end fraction and accuracy of originals
+    per iteration, one line per setting, each the mean over its seeds."""
+    from agents.runs.curves import plot_panels
+
+    def mean_of(group, values):
+        return np.mean([values(record) for record in group], axis=0)
+
+    held_out = {}
+    for key, group in groups.items():
+        iterations = sorted(group[0]["tracked"])
+        curve = mean_of(
+            group, lambda r, iterations=iterations: [r["tracked"][i] for i in iterations]
+        )
+        held_out[SETTINGS[key][0]] = {
+            0: meta["warm_start_held_out_em"],
+            **dict(zip(iterations, curve, strict=True)),
+        }
+    panels = [("held-out greedy EM (mean over seeds)", held_out)]
+    for title, metric in (
+        ("dead-end fraction (mean over seeds)", "dead_end_fraction_before_probing"),
+        ("accuracy of originals (mean over seeds)", "accuracy_original"),
+    ):
+        panels.append(
+            (
+                title,
+                {
+                    SETTINGS[key][0]: mean_of(
+                        group, lambda r, m=metric: [x[m] for x in r["history"]]
+                    )
+                    for key, group in groups.items()
+                },
+            )
+        )
+    seeds = sorted({record["seed"] for group in groups.values() for record in group})
+    return plot_panels(panels, path, f"{meta['config']}, seeds {seeds}")
 
 
 def main() -> None:
-    import ray
-
-    from agents.llm.models import resolve_model
-    from agents.rexrag import RexRagConfig
-    from agents.runs.curves import plot_panels
-    from agents.runs.policy_eval import dead_end_profile
-
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", default="tiny-synthwiki", help="preset or YAML file")
-    parser.add_argument("--iterations", type=int, default=20)
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument(
-        "--eval-dataset", default=None, help="default: the preset's eval_dataset or questions"
-    )
+    parser.add_argument("--iterations", type=int, default=15)
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"of {list(SETTINGS)}")
+    parser.add_argument("--track-dataset", default="synthwiki/validation")
+    parser.add_argument("--track-every", type=int, default=3, help="iterations")
+    parser.add_argument("--eval-dataset", default=None, help="default: the preset's eval_dataset")
     parser.add_argument("--eval-limit", type=int, default=None, help="default: all")
     parser.add_argument("--out", default="out/dead_ends")
+    parser.add_argument(
+        "--replot", metavar="DIR", help="report the runs saved in DIR, train nothing"
+    )
     args = parser.parse_args()
 
+    if args.replot:
+        out = Path(args.replot)
+        report(load_runs(out), json.loads((out / "meta.json").read_text()), out)
+        return
+    import ray
+
+    from agents.rexrag import RexRagConfig
+
+    unknown = set(args.settings.split(",")) - set(SETTINGS)
+    if unknown:
+        parser.error(f"unknown settings {sorted(unknown)}; choose from {list(SETTINGS)}")
     base = RexRagConfig.from_yaml(args.config)
-    eval_dataset = args.eval_dataset or base.eval_dataset or base.question_source()
-    seeds = [int(seed) for seed in args.seeds.split(",")]
-    ray.init(include_dashboard=False, log_to_driver=False)
-    # every run starts from this policy: evaluate it once, and measure how stuck it is
-    before = greedy_accuracy(resolve_model(base.llm), base, eval_dataset, args.eval_limit)
-    try:
-        profile = dead_end_profile(resolve_model(base.llm), base, eval_dataset)
-    except ValueError as error:  # no multi-hop questions (e.g. the sanity task)
-        print(f"no dead-end profile: {error}")
+    args.eval_dataset = args.eval_dataset or base.eval_dataset or base.dataset
+    out = Path(args.out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    meta_path = out / "meta.json"
+    experiment = {
+        "config": args.config,
+        "iterations": args.iterations,
+        "track_dataset": args.track_dataset,
+        "eval_dataset": args.eval_dataset,
+        "eval_limit": args.eval_limit,
+    }
+    if meta_path.is_file():  # resuming, or adding seeds: the same experiment only
+        meta = json.loads(meta_path.read_text())
+        if {key: meta[key] for key in experiment} != experiment:
+            sys.exit(
+                f"{out} holds runs of another experiment ({meta['command']}): use another --out"
+            )
     else:
-        print(
-            f"warm start on the {profile['questions']:.0f} multi-hop questions of "
-            f"{eval_dataset}, {base.group_size} rollouts each at T={base.temperature}: "
-            f"all wrong {profile['dead_end']:.2f}, most giving one same wrong answer "
-            f"{profile['same_wrong_majority']:.2f}, rollout accuracy {profile['accuracy']:.3f}",
-            flush=True,
-        )
-    rows, curves = [], {}
-    for name, overrides in SETTINGS:
-        results = [
-            run(
-                args.config,
-                {**overrides, "seed": seed},
-                args.iterations,
-                eval_dataset,
-                args.eval_limit,
-            )
-            for seed in seeds
-        ]
-        histories = [history for history, _, _ in results]
-        accuracy = [em for _, em, _ in results]
-
-        def mean(metric, part=slice(None), histories=histories):
-            return np.mean([np.mean([m[metric] for m in h[part]]) for h in histories])
-
-        rows.append(
-            (
-                name,
-                f"{100 * np.mean(accuracy):.1f} ± {100 * np.std(accuracy):.1f}",
-                mean("dead_end_fraction_before_probing", slice(0, 1)),
-                mean("dead_end_fraction_before_probing", slice(-1, None)),
-                mean("sampled_tokens"),
-                f"{mean('probes_spawned'):.1f}/{mean('probes_kept'):.1f}",
-                mean("accuracy_probe"),
-                np.mean([seconds for _, _, seconds in results]),
-            )
-        )
-        curves[name] = {
-            metric: np.mean([[m[metric] for m in h] for h in histories], axis=0)
-            for metric in ("accuracy_original", "dead_end_fraction_before_probing")
-        }
-    ray.shutdown()
-
-    print(
-        f"config={args.config} iterations={args.iterations} seeds={seeds} "
-        f"eval={eval_dataset} ({args.eval_limit or 'all'} questions, greedy); "
-        f"before training: EM {100 * before:.1f}"
-    )
-    print(
-        "| setting | test EM (mean ± std) | dead-end fraction, first iteration | last iteration "
-        "| sampled tokens / iteration | probes spawned/kept / iteration | probe accuracy "
-        "| wall s per run |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, em, start, end, tokens, probes, probe_accuracy, seconds in rows:
-        print(
-            f"| {name} | {em} | {start:.2f} | {end:.2f} | {tokens:.0f} | {probes} | "
-            f"{probe_accuracy:.2f} | {seconds:.0f} |"
-        )
-    panels = [
-        (title, {name: curve[metric] for name, curve in curves.items()})
-        for title, metric in (
-            ("accuracy of originals (mean over seeds)", "accuracy_original"),
-            ("dead-end fraction (mean over seeds)", "dead_end_fraction_before_probing"),
-        )
-    ]
-    out = plot_panels(panels, Path(args.out) / "curves.png", f"{args.config}, seeds {seeds}")
-    print(f"plot: {out}")
+        meta = {**experiment, **warm_start_numbers(base, args), "commits": []}
+    meta["command"] = shlex.join(["python", *sys.argv])
+    meta["date"] = time.strftime("%Y-%m-%d %H:%M")
+    meta["commits"] = sorted({*meta["commits"], commit()})
+    meta_path.write_text(json.dumps(meta, indent=1))
+    ray.init(include_dashboard=False, log_to_driver=False)
+    try:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            for key in args.settings.split(","):  # seed-major: every seed completes all settings
+                path = out / "runs" / f"{key}-seed{seed}.json"
+                if path.is_file():
+                    continue
+                path.write_text(json.dumps(run(args, key, seed)))
+    finally:
+        ray.shutdown()
+    report(load_runs(out), meta, out)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,12 @@ def read_metrics_csv(path: str | Path) -> dict[str, list[float]]:
 
 
 def plot_panels(
-    panels: Sequence[tuple[str, Mapping[str, Sequence[float]]]], out: str | Path, title: str = ""
+    panels: Sequence[tuple[str, Mapping[str, Sequence[float] | Mapping[int, float]]]],
+    out: str | Path,
+    title: str = "",
 ) -> Path:
-    """One subplot per ``(title, {label: values per iteration})``, side by side."""
+    """One subplot per ``(title, {label: values})``, side by side: values per iteration
+    from 1, or ``{iteration: value}`` for a metric measured at some iterations only."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,7 +37,9 @@ def plot_panels(
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4), squeeze=False)
     for axis, (panel_title, lines) in zip(axes[0], panels, strict=True):
         for label, values in lines.items():
-            axis.plot(range(1, len(values) + 1), values, marker=".", label=label)
+            x = list(values) if isinstance(values, Mapping) else range(1, len(values) + 1)
+            y = list(values.values()) if isinstance(values, Mapping) else values
+            axis.plot(x, y, marker=".", label=label)
         axis.set_title(panel_title, fontsize="medium")
         axis.set_xlabel("training iteration")
         axis.grid(alpha=0.3)

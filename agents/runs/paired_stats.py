@@ -1,0 +1,64 @@
+"""Confidence intervals for comparing training settings over seeds.
+
+A setting's result varies with the seed far more than the settings differ, so two
+settings are compared seed by seed: run ``i`` of both starts from the same warm start
+and, with the same seed, draws the same questions in the same order. The difference per
+seed then cancels what the seed decides, and its Student-t interval over the seeds says
+whether the settings differ (it excludes 0) or how closely they agree (its width).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean and its two-sided confidence interval over ``n`` values."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+    def format(self, scale: float = 1.0, digits: int = 1, signed: bool = True) -> str:
+        """``"+2.1 [-0.4, +4.6]"`` (a difference; ``signed=False``: ``"2.1 [-0.4, 4.6]"``)
+        with every number times ``scale``."""
+        spec = f"{'+' if signed else ''}.{digits}f"
+        mean, low, high = (
+            format(scale * value, spec) for value in (self.mean, self.low, self.high)
+        )
+        return f"{mean} [{low}, {high}]"
+
+
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
+    """The Student-t interval of the mean of ``values`` (2 or more)."""
+    n = len(values)
+    if n < 2:
+        raise ValueError(f"an interval needs 2 or more values (seeds), got {n}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    mean = math.fsum(values) / n
+    std = math.sqrt(math.fsum((value - mean) ** 2 for value in values) / (n - 1))
+    half = stats.t.ppf((1 + confidence) / 2, n - 1) * std / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Interval:
+    """The interval of the mean of ``a[i] - b[i]``: two settings' results paired by seed."""
+    if len(a) != len(b):
+        raise ValueError(
+            f"paired results need one value per seed on both sides: {len(a)} != {len(b)}"
+        )
+    return mean_interval([x - y for x, y in zip(a, b, strict=True)], confidence)
