@@ -200,7 +200,7 @@ def _add_train_command(commands) -> None:
         "train", help="train a search agent with REX-RAG (or GRPO: probes=false) on RLlib"
     )
     _add_config_arguments(parser, "tiny-synthwiki")
-    parser.add_argument("--stop-iters", type=int, default=15, help="iterations in all")
+    parser.add_argument("--stop-iters", type=int, default=10, help="iterations in all")
     parser.add_argument(
         "--checkpoint-dir", help="the run directory (default: out/train/<config>-<time>)"
     )
