@@ -190,10 +190,13 @@ class Corpus(Sequence[Passage]):
         if rows.size and rows.min() < 0:
             rows = np.where(rows < 0, rows + size, rows)
         # Flat, then cut into rows of k: the fewest Python steps a passage.
+        # tuple.__new__ on (id, contents, score): a third faster than calling the
+        # NamedTuple, whose __new__ is Python code.
         records = map(self._cached_record, rows.ravel().tolist())
+        new = tuple.__new__
         flat = [
-            Passage(ident, contents, score)
-            for (ident, contents), score in zip(records, scores.ravel().tolist(), strict=True)
+            new(Passage, (*record, score))
+            for record, score in zip(records, scores.ravel().tolist(), strict=True)
         ]
         k = rows.shape[1]
         if k == 0:
