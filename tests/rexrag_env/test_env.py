@@ -171,3 +171,21 @@ def test_bad_constructor_arguments(bm25_retriever, kwargs, message):
     arguments = {"dataset": [QUESTION], "retriever": bm25_retriever, **kwargs}
     with pytest.raises((ValueError, TypeError), match=message):
         rexrag_env.SearchQAEnv(**arguments)
+
+
+def test_the_module_prefixed_id_registers_the_env_in_a_fresh_interpreter(private_cache):
+    """Gymnasium 1.x has no plugin entry points: ``gym.make("rexrag_env:…")`` imports the
+    package (which registers its envs) first, as a Ray worker or a user's script needs."""
+    import subprocess
+    import sys
+
+    code = (
+        "import gymnasium as gym, sys\n"
+        "assert 'rexrag_env' not in sys.modules\n"
+        "env = gym.make('rexrag_env:rexrag_env/SearchQA-v0', dataset='bamboogle')\n"
+        "prompt, info = env.reset(seed=0)\n"
+        "print(info['data_source'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("bamboogle")
