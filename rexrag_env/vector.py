@@ -106,7 +106,7 @@ class SearchQAVectorEnv(VectorEnv):
     - ``autoreset_mode``: ``AutoresetMode.NEXT_STEP`` (default) or ``DISABLED``.
     - ``env_class``: the sub-environment class, ``SearchQAEnv`` or a subclass of it (a
       user's own env with the same protocol: a different reward, prompt or info, say;
-      :func:`search_qa_env_class` finds it from a registered id). It is built as
+      :func:`registered_search_qa_env` finds it from a registered id). It is built as
       ``env_class(dataset=…, retriever=…, max_turns=…, topk=…, render_mode=…,
       **env_kwargs)``, every env after the first over the first's examples and retriever.
     - ``env_kwargs``: the subclass's own constructor arguments.
@@ -322,8 +322,9 @@ class SearchQAVectorEnv(VectorEnv):
         return list(seed)
 
 
-def search_qa_env_class(env: str | type) -> type[SearchQAEnv]:
-    """The :class:`SearchQAEnv` subclass registered as ``env`` (or ``env`` itself, a class).
+def registered_search_qa_env(env: str | type) -> tuple[type[SearchQAEnv], dict[str, Any]]:
+    """The :class:`SearchQAEnv` subclass registered as ``env``, and the keyword defaults
+    it was registered with (``env`` may also be the class itself: no defaults).
 
     ``env`` is a Gymnasium id, ``"module:ns/Name-v0"`` to import the module that
     registers it first (as ``gymnasium.make`` reads it: the form a Ray worker process,
@@ -332,6 +333,7 @@ def search_qa_env_class(env: str | type) -> type[SearchQAEnv]:
     ``check_action`` / ``runs_search`` / ``advance`` hooks and resumes probes with
     ``reset(options={"example", "turn", "num_searches"})``, which a subclass inherits.
     """
+    defaults: dict[str, Any] = {}
     if isinstance(env, str):
         module, _, env_id = env.rpartition(":")
         if module:
@@ -345,6 +347,7 @@ def search_qa_env_class(env: str | type) -> type[SearchQAEnv]:
             ) from error
         entry = spec.entry_point
         env_class = load_env_creator(entry) if isinstance(entry, str) else entry
+        defaults = dict(spec.kwargs)
     else:
         env_class = env
     if not (isinstance(env_class, type) and issubclass(env_class, SearchQAEnv)):
@@ -353,7 +356,7 @@ def search_qa_env_class(env: str | type) -> type[SearchQAEnv]:
             "rexrag_env.SearchQAEnv; subclass it (override advance() for another reward) so "
             "that it steps in batches and resumes probes"
         )
-    return env_class
+    return env_class, defaults
 
 
 def _autoreset_mode(value: AutoresetMode | str) -> AutoresetMode:

@@ -76,7 +76,7 @@ from rexrag_env.protocol import (
     DEFAULT_TEMPERATURE,
     DEFAULT_TOPK,
 )
-from rexrag_env.vector import SearchQAVectorEnv, search_qa_env_class
+from rexrag_env.vector import SearchQAVectorEnv, registered_search_qa_env
 
 #: Where RexRag's per-iteration metrics live in ``Algorithm.train()``'s result.
 METRICS_KEY = "rexrag"
@@ -98,6 +98,8 @@ UNUSED_RLLIB_FIELDS = {
 }
 #: The ``env_config`` keys that set a run's episodes (the training fields of that name).
 ENV_CONFIG_FIELDS = ("dataset", "retriever", "max_turns", "topk")
+#: ``config.env`` values that mean the package's own envs (``None``: the default).
+PACKAGE_ENVS = (None, SEARCH_QA_ENV_ID, SYNTHWIKI_ENV_ID)
 
 
 def _unaccepted_arguments(env_class: type, arguments: dict[str, Any]) -> list[str]:
@@ -341,16 +343,20 @@ class RexRagConfig(AlgorithmConfig):
             settings.pop("seed", None)
             split = settings.pop("split", "train")
             settings.update(dataset=f"synthwiki/{split}", retriever="synthwiki")
-        elif self.env not in (None, SEARCH_QA_ENV_ID):
+        elif self.env not in PACKAGE_ENVS:
             try:
-                env_class = search_qa_env_class(self.env)
+                env_class, registered = registered_search_qa_env(self.env)
             except (ValueError, ImportError) as error:
                 return [str(error)]
             own = self.env_kwargs()
             unaccepted = _unaccepted_arguments(env_class, own)
             if unaccepted:
                 return [f"env_config keys {unaccepted}: {env_class.__name__}() does not take them"]
-            settings = {name: value for name, value in settings.items() if name not in own}
+            settings = {
+                name: value
+                for name, value in {**registered, **settings}.items()
+                if name in ENV_CONFIG_FIELDS
+            }
         unknown = sorted(set(settings) - set(ENV_CONFIG_FIELDS))
         if unknown:
             return [f"env_config keys {unknown} are not among {ENV_CONFIG_FIELDS}"]
@@ -362,16 +368,16 @@ class RexRagConfig(AlgorithmConfig):
         """The class of the envs a run samples: ``SearchQAEnv`` for the package's ids,
         a user's registered subclass otherwise (resolved in the calling process, so an
         EnvRunner imports the module that registers it)."""
-        if self.env in (None, SEARCH_QA_ENV_ID, SYNTHWIKI_ENV_ID):
-            return SearchQAEnv
-        return search_qa_env_class(self.env)
+        return SearchQAEnv if self.env in PACKAGE_ENVS else registered_search_qa_env(self.env)[0]
 
     def env_kwargs(self) -> dict[str, Any]:
-        """A user's env's own constructor arguments: its ``env_config`` keys that are
-        not episode settings (none for the package's envs)."""
-        if self.env in (None, SEARCH_QA_ENV_ID, SYNTHWIKI_ENV_ID):
+        """A user's env's own constructor arguments: the keyword defaults it was
+        registered with, then its ``env_config`` keys, less the episode settings (which
+        are the run's fields); none for the package's envs."""
+        if self.env in PACKAGE_ENVS:
             return {}
-        return {k: v for k, v in self.env_config.items() if k not in ENV_CONFIG_FIELDS}
+        arguments = {**registered_search_qa_env(self.env)[1], **self.env_config}
+        return {k: v for k, v in arguments.items() if k not in ENV_CONFIG_FIELDS}
 
     def _unused_rllib_fields(self) -> list[str]:
         """RLlib fields RexRag has no use for, set to anything but RLlib's default:

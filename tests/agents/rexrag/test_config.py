@@ -192,8 +192,8 @@ def test_rllib_fields_rexrag_does_not_use_are_refused_naming_ours(setting, named
 
 
 def test_a_users_registered_env_subclass_takes_its_own_env_config_keys():
-    from rexrag_env.vector import search_qa_env_class
-    from tests.agents.rexrag.user_env import USER_ENV, AnswerBonusEnv
+    from rexrag_env.vector import registered_search_qa_env
+    from tests.agents.rexrag.user_env import USER_DEFAULTS_ENV, USER_ENV, AnswerBonusEnv
 
     config = RexRagConfig().environment(
         USER_ENV, env_config={"dataset": "nq", "topk": 2, "answer_bonus": 0.5}
@@ -201,7 +201,12 @@ def test_a_users_registered_env_subclass_takes_its_own_env_config_keys():
     config.validate()
     assert (config.dataset, config.topk) == ("nq", 2)
     assert config.env_class() is AnswerBonusEnv and config.env_kwargs() == {"answer_bonus": 0.5}
-    assert search_qa_env_class(AnswerBonusEnv) is AnswerBonusEnv  # a class works as the id
+    assert registered_search_qa_env(AnswerBonusEnv) == (AnswerBonusEnv, {})  # a class as the id
+    # keyword defaults registered with the id apply under env_config, as gym.make's do
+    registered = RexRagConfig().environment(USER_DEFAULTS_ENV, env_config={"topk": 4})
+    registered.validate()
+    assert (registered.max_turns, registered.topk) == (3, 4)
+    assert registered.env_kwargs() == {"answer_bonus": 0.1}
     with pytest.raises(ValueError, match=r"\['bonus'\]: AnswerBonusEnv\(\) does not take"):
         RexRagConfig().environment(USER_ENV, env_config={"bonus": 0.5}).validate()
     with pytest.raises(ValueError, match=r"nobody.*register it .*'your_module:nobody/Qa-v0'"):

@@ -11,6 +11,8 @@ from rexrag_env import SearchQAEnv
 USER_ENV_ID = "user_pkg/AnswerBonusQA-v0"
 #: How a config names it so that every process (Ray workers too) registers it first.
 USER_ENV = f"{__name__}:{USER_ENV_ID}"
+#: The same class registered with keyword defaults (an episode setting and its own).
+USER_DEFAULTS_ENV = f"{__name__}:user_pkg/AnswerBonusQA-v1"
 
 
 class AnswerBonusEnv(SearchQAEnv):
@@ -29,3 +31,9 @@ class AnswerBonusEnv(SearchQAEnv):
 
 if USER_ENV_ID not in gymnasium.registry:
     gymnasium.register(USER_ENV_ID, entry_point=f"{__name__}:AnswerBonusEnv")
+if "user_pkg/AnswerBonusQA-v1" not in gymnasium.registry:
+    gymnasium.register(
+        "user_pkg/AnswerBonusQA-v1",
+        entry_point=AnswerBonusEnv,
+        kwargs={"max_turns": 3, "answer_bonus": 0.1},
+    )
