@@ -158,7 +158,13 @@ def commit() -> str:
     return head.stdout.decode().strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+#: Fewer seeds decide nothing: two equal differences give an interval of width 0.
+MIN_SEEDS_TO_DECIDE = 3
+
+
 def decided(interval: Interval) -> str:
+    if interval.n < MIN_SEEDS_TO_DECIDE:
+        return f"no ({MIN_SEEDS_TO_DECIDE}+ seeds needed)"
     if interval.excludes_zero():
         return "yes (excludes 0)"
     if 100 * interval.half_width < DECIDED_HALF_WIDTH:
