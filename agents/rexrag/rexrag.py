@@ -345,18 +345,13 @@ class RexRagConfig(AlgorithmConfig):
             settings.update(dataset=f"synthwiki/{split}", retriever="synthwiki")
         elif self.env not in PACKAGE_ENVS:
             try:
-                env_class, registered = registered_search_qa_env(self.env)
+                env_class, arguments = self._user_env()
             except (ValueError, ImportError) as error:
                 return [str(error)]
-            own = self.env_kwargs()
-            unaccepted = _unaccepted_arguments(env_class, own)
+            unaccepted = _unaccepted_arguments(env_class, self.env_kwargs())
             if unaccepted:
                 return [f"env_config keys {unaccepted}: {env_class.__name__}() does not take them"]
-            settings = {
-                name: value
-                for name, value in {**registered, **settings}.items()
-                if name in ENV_CONFIG_FIELDS
-            }
+            settings = {k: v for k, v in arguments.items() if k in ENV_CONFIG_FIELDS}
         unknown = sorted(set(settings) - set(ENV_CONFIG_FIELDS))
         if unknown:
             return [f"env_config keys {unknown} are not among {ENV_CONFIG_FIELDS}"]
@@ -368,16 +363,20 @@ class RexRagConfig(AlgorithmConfig):
         """The class of the envs a run samples: ``SearchQAEnv`` for the package's ids,
         a user's registered subclass otherwise (resolved in the calling process, so an
         EnvRunner imports the module that registers it)."""
-        return SearchQAEnv if self.env in PACKAGE_ENVS else registered_search_qa_env(self.env)[0]
+        return SearchQAEnv if self.env in PACKAGE_ENVS else self._user_env()[0]
 
     def env_kwargs(self) -> dict[str, Any]:
-        """A user's env's own constructor arguments: the keyword defaults it was
-        registered with, then its ``env_config`` keys, less the episode settings (which
-        are the run's fields); none for the package's envs."""
+        """A user's env's own constructor arguments: its keywords less the episode
+        settings (which are the run's fields); none for the package's envs."""
         if self.env in PACKAGE_ENVS:
             return {}
-        arguments = {**registered_search_qa_env(self.env)[1], **self.env_config}
-        return {k: v for k, v in arguments.items() if k not in ENV_CONFIG_FIELDS}
+        return {k: v for k, v in self._user_env()[1].items() if k not in ENV_CONFIG_FIELDS}
+
+    def _user_env(self) -> tuple[type[SearchQAEnv], dict[str, Any]]:
+        """A user's env class and all its keywords: the defaults it was registered with,
+        then ``env_config`` (``gym.make``'s precedence)."""
+        env_class, registered = registered_search_qa_env(self.env)
+        return env_class, {**registered, **self.env_config}
 
     def _unused_rllib_fields(self) -> list[str]:
         """RLlib fields RexRag has no use for, set to anything but RLlib's default:
