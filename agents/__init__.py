@@ -10,12 +10,13 @@ from agents.llm.models import MODELS
 from rexrag_env.datasets import DATASETS
 
 _SANITY = "agents.warm_start.sanity_task"
-_SYNTHWIKI = "agents.warm_start.synthwiki_policy"
-#: The warm starts of ``agents.warm_start.synthwiki_policy.WARM_STARTS`` (a test pins them).
-SYNTHWIKI_WARM_STARTS = ("tiny-synthwiki", "smollm2-synthwiki")
+#: The warm starts of ``agents.warm_start.recipes.WARM_STARTS`` (a test pins them).
+WARM_START_ALIASES = ("tiny-synthwiki", "smollm2-synthwiki", "smollm2-realqa")
 
 MODELS.register("tiny-sanity", f"{_SANITY}:sanity_policy_path")
-MODELS.register("tiny-synthwiki-base", f"{_SYNTHWIKI}:tiny_synthwiki_base_path")
-for _alias in SYNTHWIKI_WARM_STARTS:
-    MODELS.register(_alias, f"{_SYNTHWIKI}:warm_start_path", alias=_alias)
+MODELS.register(
+    "tiny-synthwiki-base", "agents.warm_start.synthwiki_policy:tiny_synthwiki_base_path"
+)
+for _alias in WARM_START_ALIASES:
+    MODELS.register(_alias, "agents.warm_start.recipes:warm_start_path", alias=_alias)
 DATASETS.register("tiny-sanity", f"{_SANITY}:sanity_questions_path")

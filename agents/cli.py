@@ -308,22 +308,26 @@ def _add_sft_command(commands) -> None:
         "sft", help="warm-start a policy on scripted search demonstrations (before RL)"
     )
     parser.add_argument(
-        "--model", default="tiny-synthwiki-base", help="alias, hub name or path to start from"
+        "--recipe",
+        default="tiny-synthwiki",
+        help="registered warm start whose recipe to run (tiny-synthwiki, smollm2-synthwiki, "
+        "smollm2-realqa); the options below override its fields",
     )
-    parser.add_argument("--dataset", default="synthwiki/train", help="questions to demonstrate")
-    # unset options take the tiny-synthwiki recipe's values (SynthWikiWarmStart)
+    parser.add_argument("--model", help="alias, hub name or path to start from (recipe: base)")
+    parser.add_argument("--dataset", help="questions to demonstrate (default: the recipe's)")
     parser.add_argument("--max-turns", type=int)
     parser.add_argument(
         "--overconfident-share",
         type=float,
-        help="share of demonstrations that answer after the first hop (teaches dead ends)",
+        help="synthwiki: share of demonstrations that answer after the first hop",
     )
     parser.add_argument(
         "--doubt-share",
         type=float,
-        help="share of multi-hop whole-chain demonstrations told as a successful probe",
+        help="synthwiki: share of multi-hop whole-chain demonstrations told as a probe",
     )
-    parser.add_argument("--repeats", type=int, help="demonstrations per question")
+    parser.add_argument("--repeats", type=int, help="synthwiki: demonstrations per question")
+    parser.add_argument("--questions", type=int, help="realqa: training questions played")
     parser.add_argument("--topk", type=int, help="passages per search")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--lr", type=float)
@@ -333,33 +337,38 @@ def _add_sft_command(commands) -> None:
     parser.set_defaults(run=_run_sft)
 
 
+#: ``rexrag sft`` options that override recipe fields of the same name.
+_SFT_OPTIONS = (
+    *("overconfident_share", "doubt_share", "repeats", "questions"),
+    *("steps", "lr", "batch_size", "max_turns", "topk", "seed"),
+)
+
+
 def _run_sft(args: argparse.Namespace) -> int:
-    """Demonstrations of the evidence-chain agent, a share of them over-confident."""
+    """A registered recipe (its fields overridden by the options given), saved to --out."""
+    from dataclasses import fields, replace
     from pathlib import Path
 
     from agents.llm.models import load_model_and_tokenizer
-    from agents.warm_start.synthwiki_policy import (
-        SynthWikiWarmStart,
-        save_warm_start,
-        warm_start_on_synthwiki,
-    )
+    from agents.warm_start.recipes import WARM_STARTS
+    from agents.warm_start.store import save_warm_start, warm_start
 
-    options = (
-        *("overconfident_share", "doubt_share", "steps", "lr", "batch_size", "repeats"),
-        *("max_turns", "topk", "seed"),
-    )
-    recipe = SynthWikiWarmStart(
-        base=args.model,
-        **{name: getattr(args, name) for name in options if getattr(args, name) is not None},
-    )
+    if args.recipe not in WARM_STARTS:
+        raise ValueError(f"--recipe must be one of {sorted(WARM_STARTS)}, got {args.recipe!r}")
+    recipe = WARM_STARTS[args.recipe]
+    options = {"base": args.model} | {name: getattr(args, name) for name in _SFT_OPTIONS}
+    options = {name: value for name, value in options.items() if value is not None}
+    unknown = set(options) - {field.name for field in fields(recipe)}
+    if unknown:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in sorted(unknown))
+        raise ValueError(f"recipe {args.recipe} has no {flags}")
+    recipe = replace(recipe, **options)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty: choose another --out")
     start = time.perf_counter()
-    model, tokenizer = load_model_and_tokenizer(args.model)
-    losses = warm_start_on_synthwiki(
-        model, tokenizer, recipe, dataset=args.dataset, progress=True, log=print
-    )
+    model, tokenizer = load_model_and_tokenizer(recipe.base)
+    losses = warm_start(model, tokenizer, recipe, dataset=args.dataset, progress=True, log=print)
     save_warm_start(out, model, tokenizer, recipe, losses)
     print(
         f"loss {losses[0]:.3f} -> {losses[-1]:.3f}; model in {out} "

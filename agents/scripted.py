@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from rexrag_env.protocol import INFORMATION_CLOSE
 from rexrag_env.reward import normalize_answer
 
-_DOC_TITLE = re.compile(r"Doc \d+\(Title: (.*?)\) ", re.DOTALL)
+#: One passage line of an <information> block: rank, title line, text.
+_DOC = re.compile(rf"Doc (\d+)\(Title: (.*?)\) (.*?)(?:{INFORMATION_CLOSE})?$", re.MULTILINE)
 
 
 _YES_NO_OPENERS = frozenset(("is", "are", "was", "were", "do", "does", "did", "can", "could"))
@@ -58,7 +60,7 @@ class SearchOnceAgent:
 
     def _extract(self, information: str) -> str:
         question = f" {normalize_answer(self._question)} "
-        titles = [title.strip().strip('"') for title in _DOC_TITLE.findall(information)]
+        titles = [title.strip().strip('"') for _, title, _ in _DOC.findall(information)]
         for title in titles:
             if f" {normalize_answer(title)} " not in question:
                 return title
@@ -126,3 +128,62 @@ class OverconfidentAgent(EvidenceChainAgent):
     def reset(self, prompt: str, info: dict[str, Any]) -> None:
         super().reset(prompt, info)
         self._hops = self._hops[:1]
+
+
+_YES_NO = frozenset(("yes", "no"))
+
+
+class PassageReaderAgent:
+    """Knows the gold answers (from the reset info) but answers only what the passages
+    show: the demonstrator of search, read, answer with a span on real questions.
+
+    It searches the question; when a retrieved passage contains a gold answer (whole
+    words, any case) it quotes the words around it and answers with the span as the
+    passage writes it. Otherwise it searches the first supporting title not yet
+    retrieved (``metadata["supporting_titles"]``, as the multi-hop benchmarks record
+    them) and reads again; with none left it answers "unknown", a wrong episode that a
+    recipe drops. A yes/no question is answered after the first search (the passages
+    hold the evidence, not the word).
+    """
+
+    def reset(self, prompt: str, info: dict[str, Any]) -> None:
+        self._question = info["question"].strip()
+        self._answers = [a for a in info["golden_answers"] if a.strip()]
+        self._titles = list(info["metadata"].get("supporting_titles") or [])
+        self._searched: set[str] = set()
+
+    def act(self, observation: str, info: dict[str, Any]) -> str:
+        if not self._searched:
+            return self._search(self._question, "Let me search for this.")
+        if normalize_answer(self._answers[0]) in _YES_NO:
+            answer = self._answers[0].strip()
+            thought = f"From the passages, the answer is {answer}."
+            return f"<think>{thought}</think>\n<answer> {answer} </answer>"
+        docs = _DOC.findall(observation)
+        for rank, _title, text in docs:
+            for answer in self._answers:
+                pattern = rf"(?<!\w){re.escape(answer.strip())}(?!\w)"
+                found = re.search(pattern, text, re.IGNORECASE)
+                if found:
+                    quote = _words_around(text, found.start(), found.end())
+                    return (
+                        f'<think>Doc {rank} says: "{quote}". So the answer is {found[0]}.</think>\n'
+                        f"<answer> {found[0]} </answer>"
+                    )
+        self._searched.update(normalize_answer(title.strip().strip('"')) for _, title, _ in docs)
+        for title in self._titles:
+            if normalize_answer(title) not in self._searched:
+                thought = f"The passages do not say. I need to know about {title}."
+                return self._search(title, thought)
+        return "<think>The passages do not say.</think>\n<answer> unknown </answer>"
+
+    def _search(self, query: str, thought: str) -> str:
+        self._searched.add(normalize_answer(query))
+        return f"<think>{thought}</think>\n<search> {query} </search>"
+
+
+def _words_around(text: str, start: int, end: int, before: int = 8, after: int = 4) -> str:
+    """The span ``text[start:end]`` with up to ``before``/``after`` words of context."""
+    head = text[:start].split()[-before:]
+    tail = text[end:].split()[:after]
+    return " ".join([*head, text[start:end], *tail])

@@ -33,8 +33,6 @@ import argparse
 import csv
 import json
 import os
-import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +44,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import numpy as np
 
 from agents.runs.paired_stats import Interval, mean_interval, paired_difference
+from agents.runs.provenance import stamp
 
 #: key -> (label, config overrides)
 SETTINGS = {
@@ -143,19 +142,6 @@ def load_runs(out: Path) -> list[dict]:
         record["tracked"] = {int(i): em for i, em in record["tracked"].items()}
         runs.append(record)
     return runs
-
-
-def commit() -> str:
-    """The checkout's commit (``+dirty`` with uncommitted changes), if it is one."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, check=True
-        )
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True)
-    except (OSError, subprocess.CalledProcessError):
-        return "not a git checkout"
-    return head.stdout.decode().strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 #: Fewer seeds decide nothing: two equal differences give an interval of width 0.
@@ -356,10 +342,8 @@ def main() -> None:
                 f"{out} holds runs of another experiment ({meta['command']}): use another --out"
             )
     else:
-        meta = {**experiment, **warm_start_numbers(base, args), "commits": []}
-    meta["command"] = shlex.join(["python", *sys.argv])
-    meta["date"] = time.strftime("%Y-%m-%d %H:%M")
-    meta["commits"] = sorted({*meta["commits"], commit()})
+        meta = {**experiment, **warm_start_numbers(base, args)}
+    meta.update(stamp(meta))
     meta_path.write_text(json.dumps(meta, indent=1))
     ray.init(include_dashboard=False, log_to_driver=False)
     try:

@@ -17,6 +17,7 @@ from rexrag_env.datasets import DATASETS, QAExample, load_qa_dataset
 from rexrag_env.env import SearchQAEnv
 from rexrag_env.retrieval.factory import RETRIEVERS
 from rexrag_env.retrieval.index import RETRIEVER_KINDS
+from rexrag_env.splits import SPLITS as REAL_QA_SPLITS
 from rexrag_env.synthwiki import SPLITS as SYNTHWIKI_SPLITS
 from rexrag_env.vector import SearchQAVectorEnv
 
@@ -41,6 +42,8 @@ for _split in SYNTHWIKI_SPLITS:
     DATASETS.register(
         f"synthwiki/{_split}", "rexrag_env.synthwiki:synthwiki_split_path", split=_split
     )
+for _split in REAL_QA_SPLITS:  # nq-hotpotqa/train, heldout/<benchmark>
+    DATASETS.register(_split, "rexrag_env.splits:split_path", split=_split)
 for _kind in RETRIEVER_KINDS:
     RETRIEVERS.register(_kind, "rexrag_env.embedded:embedded_retriever", kind=_kind)
 RETRIEVERS.register("synthwiki", "rexrag_env.synthwiki:synthwiki_retriever")

@@ -111,7 +111,7 @@ def test_no_import_cycles():
 
 def test_the_registered_warm_starts_are_the_recipes():
     """agents/__init__.py names the warm starts without importing their recipes."""
-    from agents import SYNTHWIKI_WARM_STARTS
-    from agents.warm_start.synthwiki_policy import WARM_STARTS
+    from agents import WARM_START_ALIASES
+    from agents.warm_start.recipes import WARM_STARTS
 
-    assert set(SYNTHWIKI_WARM_STARTS) == set(WARM_STARTS)
+    assert set(WARM_START_ALIASES) == set(WARM_STARTS)

@@ -8,7 +8,8 @@ over-confident ones that answer with whatever the first search found. On a 2- or
 a few follow the chain to the right one; exactly what GRPO struggles with and REX-RAG's
 probes ("wait, let me check...") are meant to fix.
 
-Two recipes are registered as model aliases (``load_model_and_tokenizer("tiny-synthwiki")``):
+Two recipes are registered as model aliases (``agents/warm_start/recipes.py``;
+``load_model_and_tokenizer("tiny-synthwiki")``):
 
 - ``tiny-synthwiki``: a 1.3M-parameter Qwen2 whose tokenizer is trained on SynthWiki
   text (every invented name is one token), SFT'd for a few minutes on 2 CPU cores.
@@ -17,8 +18,8 @@ Two recipes are registered as model aliases (``load_model_and_tokenizer("tiny-sy
   learn it within a CPU budget (measured; see the README).
 - ``smollm2-synthwiki``: the packaged SmolLM2-135M-Instruct after the same SFT.
 
-Each is built once into the rexrag cache under a name that hashes its recipe, so
-changing a recipe rebuilds it and concurrent callers share one build. ``tiny-synthwiki``
+Each is built once into the rexrag cache under a name that hashes its recipe
+(``agents/warm_start/store.py``). ``tiny-synthwiki``
 also ships with the package (``weights/tiny-synthwiki``, 5 MB, built by this recipe):
 the same recipe on another CPU's BLAS reaches the copying skill at another step, and
 the embedded default should not depend on which machine runs it, nor spend minutes on
@@ -29,17 +30,15 @@ their loss curve.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from agents.rexrag.probes import default_exploratory_prompts
 from agents.scripted import CHAIN_COMPLETE, EvidenceChainAgent, OverconfidentAgent
 from agents.trajectory import Trajectory, Turn
-from agents.warm_start.sft import collect_demonstrations, supervised_finetune
+from agents.warm_start.sft import collect_demonstrations
+from agents.warm_start.store import digest
 from rexrag_env.protocol import THINK_OPEN
 from rexrag_env.retrieval.bm25 import RANKING_VERSION
 
@@ -92,24 +91,11 @@ class SynthWikiWarmStart:
             "tiny": TINY_SYNTHWIKI_ARCHITECTURE,
             "ranking": RANKING_VERSION,
         }
-        return _digest(key)
+        return digest(key)
 
-    def cache_name(self, alias: str) -> str:
-        return f"{alias}-{self.key()}"
-
-
-def _digest(value) -> str:
-    """A short stable hash of a JSON-able value (cache names that follow their recipe)."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:10]
-
-
-WARM_STARTS = {
-    "tiny-synthwiki": SynthWikiWarmStart(base=TINY_BASE),
-    # a pretrained LM learns the format in a few dozen steps; each costs ~10 s on 2 cores
-    "smollm2-synthwiki": SynthWikiWarmStart(
-        base="smollm2-135m", steps=40, lr=1e-4, batch_size=8, repeats=1
-    ),
-}
+    def demonstrations(self, tokenizer, dataset: str | None = None) -> list[Trajectory]:
+        """The recipe's token demonstrations on ``dataset`` (default ``synthwiki/train``)."""
+        return synthwiki_demonstrations(tokenizer, self, dataset or "synthwiki/train")
 
 
 def doubting(trajectory: Trajectory, doubt: str) -> Trajectory:
@@ -166,99 +152,14 @@ def synthwiki_demonstrations(
     )
 
 
-def warm_start_on_synthwiki(
-    model,
-    tokenizer,
-    recipe: SynthWikiWarmStart,
-    *,
-    dataset: str = "synthwiki/train",
-    progress: bool = False,
-    log: Callable[[str], None] = lambda _: None,
-) -> list[float]:
-    """SFT ``model`` in place on the recipe's demonstrations on ``dataset``; returns
-    the step losses. ``log`` gets one line on the demonstrations before training."""
-    demonstrations = synthwiki_demonstrations(tokenizer, recipe, dataset)
-    correct = sum(d.correct for d in demonstrations) / len(demonstrations)
-    log(f"{len(demonstrations)} demonstrations ({correct:.0%} correct), {recipe.steps} steps")
-    return supervised_finetune(
-        model,
-        demonstrations,
-        steps=recipe.steps,
-        lr=recipe.lr,
-        batch_size=recipe.batch_size,
-        seed=recipe.seed,
-        progress=progress,
-    )
-
-
 def tiny_synthwiki_base_path() -> Path:
     """The untrained tiny Qwen2 with a SynthWiki tokenizer (seed 0), built once (seconds)."""
     from agents.llm.tiny import build_tiny_model
     from rexrag_env.cache import build_once, cache_dir
     from rexrag_env.synthwiki import VERSION, synthwiki_texts
 
-    name = f"{TINY_BASE}-{VERSION}-{_digest(TINY_SYNTHWIKI_ARCHITECTURE)}"
+    name = f"{TINY_BASE}-{VERSION}-{digest(TINY_SYNTHWIKI_ARCHITECTURE)}"
     return build_once(
         cache_dir() / "models" / name,
         lambda tmp: build_tiny_model(tmp, texts=synthwiki_texts(), **TINY_SYNTHWIKI_ARCHITECTURE),
     )
-
-
-#: Where the shipped warm starts live: one directory per alias, as save_warm_start writes.
-SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
-#: The file in a warm start's directory that records its recipe and key.
-RECIPE_FILE = "recipe.json"
-LOSSES_FILE = "sft_losses.csv"
-
-
-def shipped_warm_start(alias: str) -> Path | None:
-    """The shipped policy of ``alias`` if the package has one built by its current
-    recipe (same key), else None (a recipe changed since: it is rebuilt)."""
-    directory = SHIPPED_WEIGHTS / alias
-    manifest = directory / RECIPE_FILE
-    if not manifest.is_file():
-        return None
-    current = json.loads(manifest.read_text())["key"] == WARM_STARTS[alias].key()
-    return directory if current else None
-
-
-def warm_start_path(alias: str) -> Path:
-    """The warm-started policy registered as ``alias``: the shipped one, else built on
-    first use into the cache (a progress bar: a few minutes on 2 CPU cores for
-    ``tiny-synthwiki``)."""
-    from agents.llm.models import load_model_and_tokenizer
-    from rexrag_env.cache import build_once, cache_dir
-
-    shipped = shipped_warm_start(alias)
-    if shipped is not None:
-        return shipped
-    recipe = WARM_STARTS[alias]
-
-    def build(directory: Path) -> None:
-        model, tokenizer = load_model_and_tokenizer(recipe.base)
-        print(f"{alias}: warm-starting {recipe.base} on SynthWiki demonstrations (cached after)")
-        losses = warm_start_on_synthwiki(model, tokenizer, recipe, progress=True, log=print)
-        save_warm_start(directory, model, tokenizer, recipe, losses)
-
-    return build_once(cache_dir() / "models" / recipe.cache_name(alias), build)
-
-
-def save_warm_start(
-    directory: Path, model, tokenizer, recipe: SynthWikiWarmStart, losses: list[float]
-) -> None:
-    """The policy as ``from_pretrained`` loads it, its step losses, and its recipe with
-    the key :func:`shipped_warm_start` checks."""
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    (directory / LOSSES_FILE).write_text(
-        "step,loss\n" + "".join(f"{i + 1},{loss}\n" for i, loss in enumerate(losses))
-    )
-    manifest = {"key": recipe.key(), "recipe": asdict(recipe)}
-    (directory / RECIPE_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
-
-
-def read_losses(directory: Path) -> list[float]:
-    """The step losses :func:`save_warm_start` wrote."""
-    lines = (directory / LOSSES_FILE).read_text().splitlines()[1:]
-    return [float(line.split(",")[1]) for line in lines]

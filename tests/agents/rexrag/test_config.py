@@ -86,6 +86,7 @@ def test_presets_load_and_validate():
         "qwen2.5-3b-search-r1",
         "qwen2.5-7b-search-r1",
         "smollm2-cpu",
+        "smollm2-realqa",
         "tiny-cpu",
         "tiny-sanity",
         "tiny-synthwiki",
@@ -120,13 +121,17 @@ def test_presets_load_and_validate():
         RexRagConfig.from_yaml("no-such-preset")
 
 
-def test_synthwiki_presets_match_the_warm_start_they_train():
-    from agents.warm_start.synthwiki_policy import WARM_STARTS
+def test_warm_started_presets_match_the_warm_start_they_train():
+    from agents.warm_start.recipes import WARM_STARTS
 
-    for name, alias in (("tiny-synthwiki", "tiny-synthwiki"), ("smollm2-cpu", "smollm2-synthwiki")):
-        config = RexRagConfig.from_yaml(name)  # smollm2-cpu: base tiny-synthwiki
+    for name, alias, eval_dataset in (
+        ("tiny-synthwiki", "tiny-synthwiki", "synthwiki/test"),
+        ("smollm2-cpu", "smollm2-synthwiki", "synthwiki/test"),  # base tiny-synthwiki
+        ("smollm2-realqa", "smollm2-realqa", "heldout/hotpotqa"),
+    ):
+        config = RexRagConfig.from_yaml(name)
         recipe = WARM_STARTS[alias]
-        assert config.llm == alias and config.eval_dataset == "synthwiki/test"
+        assert config.llm == alias and config.eval_dataset == eval_dataset
         # rollouts see the passages and turns the demonstrations saw
         assert (config.topk, config.max_turns, config.max_observation_tokens) == (
             recipe.topk,

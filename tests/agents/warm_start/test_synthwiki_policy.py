@@ -7,29 +7,26 @@ from dataclasses import replace
 
 import pytest
 
-from agents import SYNTHWIKI_WARM_STARTS
+from agents import WARM_START_ALIASES
 from agents.llm.models import load_model_and_tokenizer
 from agents.rexrag import RexRagConfig
 from agents.rexrag.rexrag import METRICS_KEY
-from agents.warm_start import synthwiki_policy
-from agents.warm_start.synthwiki_policy import (
-    TINY_BASE,
-    WARM_STARTS,
-    SynthWikiWarmStart,
-    warm_start_on_synthwiki,
-)
+from agents.warm_start import recipes, synthwiki_policy
+from agents.warm_start.recipes import WARM_STARTS
+from agents.warm_start.store import warm_start
+from agents.warm_start.synthwiki_policy import TINY_BASE, SynthWikiWarmStart
 
 
-def test_every_warm_start_is_a_model_alias_and_its_cache_name_follows_its_recipe(monkeypatch):
-    assert set(WARM_STARTS) == set(SYNTHWIKI_WARM_STARTS)
+def test_every_warm_start_is_a_model_alias_and_its_key_follows_its_recipe(monkeypatch):
+    assert set(WARM_STARTS) == set(WARM_START_ALIASES)
     recipe = WARM_STARTS["tiny-synthwiki"]
     assert recipe.base == TINY_BASE
-    name = recipe.cache_name("x")
-    assert name == replace(recipe).cache_name("x")
-    assert name != replace(recipe, steps=recipe.steps + 1).cache_name("x")
+    key = recipe.key()
+    assert key == replace(recipe).key()
+    assert key != replace(recipe, steps=recipe.steps + 1).key()
     # The demonstrations show BM25's passages: another scorer's tie order rebuilds it.
     monkeypatch.setattr(synthwiki_policy, "RANKING_VERSION", "bm25s-0.0-numpy")
-    assert recipe.cache_name("x") != name
+    assert recipe.key() != key
     with pytest.raises(ValueError, match="overconfident_share"):
         SynthWikiWarmStart(base=TINY_BASE, overconfident_share=1.5)
 
@@ -84,7 +81,7 @@ def committing_policy(tmp_path_factory, tiny_model_dir):
     recipe = SynthWikiWarmStart(
         base=str(tiny_model_dir), overconfident_share=1.0, steps=60, batch_size=16, repeats=1
     )
-    losses = warm_start_on_synthwiki(model, tokenizer, recipe)
+    losses = warm_start(model, tokenizer, recipe)
     assert losses[-1] < losses[0]
     directory = tmp_path_factory.mktemp("committing")
     model.save_pretrained(directory)
@@ -133,13 +130,11 @@ def test_the_dead_end_profile_of_a_policy_that_always_commits(committing_policy)
 
 
 def test_the_alias_builds_its_recipe_once_into_the_cache(monkeypatch, capsys):
-    from agents.warm_start import synthwiki_policy
-
     quick = SynthWikiWarmStart(base=TINY_BASE, steps=2, repeats=1)
-    monkeypatch.setitem(synthwiki_policy.WARM_STARTS, "tiny-synthwiki", quick)
+    monkeypatch.setitem(recipes.WARM_STARTS, "tiny-synthwiki", quick)
     model, tokenizer = load_model_and_tokenizer("tiny-synthwiki")
-    directory = synthwiki_policy.warm_start_path("tiny-synthwiki")
-    assert directory.name == quick.cache_name("tiny-synthwiki")
+    directory = recipes.warm_start_path("tiny-synthwiki")
+    assert directory.name == f"tiny-synthwiki-{quick.key()}"
     assert len((directory / "sft_losses.csv").read_text().split()) == 3  # header + 2 steps
     width = synthwiki_policy.TINY_SYNTHWIKI_ARCHITECTURE["intermediate_size"]
     assert model.config.intermediate_size == width and len(tokenizer) < 4096
@@ -154,14 +149,14 @@ def test_the_shipped_warm_start_is_the_current_recipe_and_the_recipe_retraces_it
     agents/warm_start/weights/tiny-synthwiki``) and 20 steps of the recipe from the
     same base give its first 20 losses. (The whole 800-step run is not repeated here:
     5-11 minutes, and its late steps depend on the CPU's BLAS, the reason to ship it.)"""
-    from agents.warm_start.synthwiki_policy import read_losses, shipped_warm_start
+    from agents.warm_start.store import read_losses, shipped_warm_start
 
-    shipped = shipped_warm_start("tiny-synthwiki")
-    assert shipped is not None and synthwiki_policy.warm_start_path("tiny-synthwiki") == shipped
+    recipe = WARM_STARTS["tiny-synthwiki"]
+    shipped = shipped_warm_start("tiny-synthwiki", recipe)
+    assert shipped is not None and recipes.warm_start_path("tiny-synthwiki") == shipped
     model, tokenizer = load_model_and_tokenizer("tiny-synthwiki")
     assert model.num_parameters() > 1_000_000 and len(tokenizer) < 4096
-    recipe = WARM_STARTS["tiny-synthwiki"]
     base, base_tokenizer = load_model_and_tokenizer(TINY_BASE)
-    losses = warm_start_on_synthwiki(base, base_tokenizer, replace(recipe, steps=20))
+    losses = warm_start(base, base_tokenizer, replace(recipe, steps=20))
     assert losses == pytest.approx(read_losses(shipped)[:20], rel=1e-3)
     assert read_losses(shipped)[-1] < 0.2 * losses[0] and len(read_losses(shipped)) == 800
