@@ -333,6 +333,12 @@ def _add_sft_command(commands) -> None:
     parser.add_argument("--lr", type=float)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--seed", type=int)
+    parser.add_argument(
+        "--max-tokens-per-micro-batch",
+        type=int,
+        help="padded tokens per forward/backward pass (default 4096): bounds memory, "
+        "the result is the same",
+    )
     parser.add_argument("--out", default="out/sft", help="where the fine-tuned model goes")
     parser.set_defaults(run=_run_sft)
 
@@ -351,6 +357,7 @@ def _run_sft(args: argparse.Namespace) -> int:
 
     from agents.llm.models import load_model_and_tokenizer
     from agents.warm_start.recipes import WARM_STARTS
+    from agents.warm_start.sft import DEFAULT_MAX_TOKENS_PER_MICRO_BATCH
     from agents.warm_start.store import save_warm_start, warm_start
 
     if args.recipe not in WARM_STARTS:
@@ -368,7 +375,16 @@ def _run_sft(args: argparse.Namespace) -> int:
         raise ValueError(f"{out} is not empty: choose another --out")
     start = time.perf_counter()
     model, tokenizer = load_model_and_tokenizer(recipe.base)
-    losses = warm_start(model, tokenizer, recipe, dataset=args.dataset, progress=True, log=print)
+    losses = warm_start(
+        model,
+        tokenizer,
+        recipe,
+        dataset=args.dataset,
+        max_tokens_per_micro_batch=args.max_tokens_per_micro_batch
+        or DEFAULT_MAX_TOKENS_PER_MICRO_BATCH,
+        progress=True,
+        log=print,
+    )
     save_warm_start(out, model, tokenizer, recipe, losses)
     print(
         f"loss {losses[0]:.3f} -> {losses[-1]:.3f}; model in {out} "

@@ -36,7 +36,7 @@ class RealQAWarmStart:
     """
 
     base: str = "smollm2-135m"
-    steps: int = 30
+    steps: int = 24
     lr: float = 1e-4
     batch_size: int = 8
     max_turns: int = 3

@@ -20,11 +20,18 @@ from tqdm.auto import tqdm
 
 from agents.base import run_episode
 from agents.llm_agent import prompt_token_ids
+from agents.rexrag.learner import micro_batches
 from agents.rexrag.logprobs import response_token_logprobs
 from agents.rexrag.losses import masked_mean
 from agents.rexrag.token_batch import to_token_batch
 from agents.trajectory import Component, Trajectory, observation_component
 from rexrag_env.protocol import DEFAULT_MAX_OBSERVATION_TOKENS, make_prompt_messages
+
+#: Padded tokens per forward/backward pass of an SFT step (the step's gradient
+#: accumulates over its micro-batches). Activation memory follows it: SmolLM2-135M
+#: training on 8 demonstrations of up to 1,800 tokens in one pass was killed for memory
+#: at 22 GiB here.
+DEFAULT_MAX_TOKENS_PER_MICRO_BATCH = 4096
 
 
 def supervised_finetune(
@@ -35,12 +42,16 @@ def supervised_finetune(
     lr: float = 1e-3,
     batch_size: int = 16,
     seed: int = 0,
+    max_tokens_per_micro_batch: int = DEFAULT_MAX_TOKENS_PER_MICRO_BATCH,
     progress: bool = False,
 ) -> list[float]:
     """Train ``model`` in place for ``steps`` AdamW steps; returns the loss of each step.
 
     Each step draws ``batch_size`` demonstrations (seeded, without replacement within a
     pass) and minimises the token-mean negative log-likelihood of their trained tokens.
+    The step's rows pass through the model in micro-batches of at most
+    ``max_tokens_per_micro_batch`` padded tokens, each weighted by its share of the
+    step's trained tokens, so the loss is the same token mean whatever the size.
     ``progress`` shows a progress bar with the running loss.
     """
     if not demonstrations:
@@ -58,18 +69,24 @@ def supervised_finetune(
             order.extend(rng.permutation(len(batch)).tolist())
         rows, order = order[:batch_size], order[batch_size:]
         selected = batch.select(rows)
-        mask = torch.as_tensor(selected.loss_mask, device=device)
-        logprobs = response_token_logprobs(
-            model,
-            torch.as_tensor(selected.input_ids, device=device),
-            torch.as_tensor(selected.attention_mask, device=device),
-            mask,
+        ids, attention, mask = (
+            torch.as_tensor(array, device=device)
+            for array in (selected.input_ids, selected.attention_mask, selected.loss_mask)
         )
-        loss = -masked_mean(logprobs, mask)
+        trained = mask.sum().clamp(min=1)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = 0.0
+        for part, width in micro_batches(attention, max_tokens_per_micro_batch):
+            part_mask = mask[part, :width]
+            logprobs = response_token_logprobs(
+                model, ids[part, :width], attention[part, :width], part_mask
+            )
+            share = part_mask.sum() / trained
+            part_loss = -masked_mean(logprobs, part_mask) * share
+            part_loss.backward()
+            loss += part_loss.item()
         optimizer.step()
-        losses.append(loss.item())
+        losses.append(loss)
         bar.update()
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", refresh=False)
     bar.close()

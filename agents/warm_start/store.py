@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agents.trajectory import Trajectory
-from agents.warm_start.sft import supervised_finetune
+from agents.warm_start.sft import DEFAULT_MAX_TOKENS_PER_MICRO_BATCH, supervised_finetune
 
 #: Where the shipped warm starts live: one directory per alias, as save_warm_start writes.
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
@@ -54,11 +54,14 @@ def warm_start(
     recipe: WarmStartRecipe,
     *,
     dataset: str | None = None,
+    max_tokens_per_micro_batch: int = DEFAULT_MAX_TOKENS_PER_MICRO_BATCH,
     progress: bool = False,
     log: Callable[[str], None] = lambda _: None,
 ) -> list[float]:
     """SFT ``model`` in place on the recipe's demonstrations (on ``dataset`` if given);
-    returns the step losses. ``log`` gets one line on the demonstrations first."""
+    returns the step losses. ``max_tokens_per_micro_batch`` bounds memory, not the
+    result (it is not part of the recipe). ``log`` gets one line on the demonstrations
+    first."""
     demonstrations = recipe.demonstrations(tokenizer, dataset)
     correct = sum(d.correct for d in demonstrations) / len(demonstrations)
     log(f"{len(demonstrations)} demonstrations ({correct:.0%} correct), {recipe.steps} steps")
@@ -69,6 +72,7 @@ def warm_start(
         lr=recipe.lr,
         batch_size=recipe.batch_size,
         seed=recipe.seed,
+        max_tokens_per_micro_batch=max_tokens_per_micro_batch,
         progress=progress,
     )
 
