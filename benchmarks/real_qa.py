@@ -216,11 +216,12 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / "meta.json"
-    experiment = {"preset": PRESET, "iterations": args.iterations, "limit": args.limit}
+    # the rows compared are evaluated on the same questions; more iterations add rows
+    experiment = {"preset": PRESET, "limit": args.limit}
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else dict(experiment)
     if {key: meta[key] for key in experiment} != experiment:
         sys.exit(f"{out} holds another experiment ({meta['command']}): use another --out")
-    meta.update(stamp(meta), backend=args.backend)
+    meta.update(stamp(meta), backend=args.backend, iterations=args.iterations)
     protocol = RexRagConfig.from_yaml(PRESET).eval_protocol(HELD_OUT_SPLITS, args.limit)
     expected = sum(min(args.limit, len(load_qa_dataset(name))) for name in HELD_OUT_SPLITS)
     for step in steps:
