@@ -19,9 +19,10 @@ Every evaluation uses the preset's protocol (retriever, top-k, turns, tokens per
 and per observation), greedy decoding, and the first ``--limit`` questions of each
 held-out set ``heldout/<benchmark>`` (shuffled; NQ's and HotpotQA's are disjoint from
 the training split). Writes ``DIR/eval/<step>/`` (per-question records and
-``summary.json``), ``DIR/runs/<setting>/`` (the training runs: metrics.csv, curves,
-checkpoints), ``DIR/table.md`` and ``DIR/meta.json`` (command, commits, date, wall time
-of each step).
+``summary.json``; the warm start's and the trained rows' directories carry the warm
+start's recipe key, so a changed recipe makes new rows), ``DIR/runs/<setting>-<key>/``
+(the training runs: metrics.csv, curves, checkpoints), ``DIR/table.md`` and
+``DIR/meta.json`` (command, commits, date, wall time of each step).
 """
 
 from __future__ import annotations
@@ -104,9 +105,24 @@ def train_command(step: str, run_dir: Path, args) -> list[str]:
     )  # fmt: skip
 
 
+def warm_start_key() -> str:
+    """The warm start's recipe key: a changed recipe is a new warm start, so its rows
+    (and the runs trained from it) go to new directories instead of being reused."""
+    from agents.warm_start.recipes import WARM_STARTS
+
+    return WARM_STARTS[MODELS["warm-start"]].key()
+
+
+def run_dir_of(out: Path, step: str) -> Path:
+    return out / "runs" / f"{step}-{warm_start_key()}"
+
+
 def eval_dir(out: Path, step: str, iterations: int) -> Path:
-    """Where a step's evaluation goes (a trained policy's names its iterations)."""
-    return out / "eval" / (f"{step}-it{iterations}" if step in TRAINING else step)
+    """Where a step's evaluation goes: the warm start's and the trained rows' name the
+    warm start's key, a trained policy's also its iterations."""
+    if step in TRAINING:
+        return out / "eval" / f"{step}-{warm_start_key()}-it{iterations}"
+    return out / "eval" / (f"{step}-{warm_start_key()}" if step == "warm-start" else step)
 
 
 def run_step(step: str, args, out: Path, protocol: EvalProtocol, expected: int) -> dict:
@@ -114,7 +130,7 @@ def run_step(step: str, args, out: Path, protocol: EvalProtocol, expected: int) 
     seconds = {}
     target = eval_dir(out, step, args.iterations)
     if step in TRAINING:
-        run_dir = out / "runs" / step
+        run_dir = run_dir_of(out, step)
         if not trained(run_dir, args.iterations):
             seconds["train"] = run(train_command(step, run_dir, args))
         agent = ["--checkpoint", str(run_dir), "--backend", args.backend]
@@ -173,7 +189,7 @@ def report(out: Path, meta: dict) -> str:
         )
     lines.append(f"\nquestions per benchmark: {meta['limit']} (heldout/<benchmark>, first N)")
     for step in TRAINING:
-        run_dir = out / "runs" / step
+        run_dir = run_dir_of(out, step)
         if (run_dir / "metrics.csv").is_file():
             sampled = training_summary(run_dir)
             lines.append(
