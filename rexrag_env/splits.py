@@ -18,6 +18,7 @@ every machine. The files are written once into the cache.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -61,6 +62,16 @@ def split_records() -> dict[str, list[dict]]:
     return splits
 
 
+@functools.cache
+def _shipped_questions_digest() -> str:
+    """A hash of the shipped question files (read once per process: every dataset name
+    resolution asks for it, and an EnvRunner or an evaluation resolves several)."""
+    sources = hashlib.sha1()
+    for benchmark in EMBEDDED_DATASETS:
+        sources.update(embedded_dataset_path(benchmark).read_bytes())
+    return sources.hexdigest()[:10]
+
+
 def split_path(split: str) -> Path:
     """The JSONL file of ``split`` (one of :data:`SPLITS`), written once into the cache."""
     from rexrag_env.cache import build_once, cache_dir
@@ -77,9 +88,6 @@ def split_path(split: str) -> Path:
                 encoding="utf-8",
             )
 
-    sources = hashlib.sha1()
-    for benchmark in EMBEDDED_DATASETS:
-        sources.update(embedded_dataset_path(benchmark).read_bytes())
-    key = f"seed{SPLIT_SEED}-{VERSION}-{sources.hexdigest()[:10]}"
+    key = f"seed{SPLIT_SEED}-{VERSION}-{_shipped_questions_digest()}"
     # named after the benchmark (heldout/nq.jsonl), as results and metrics are
     return build_once(cache_dir() / "splits" / key, write) / f"{split}.jsonl"
