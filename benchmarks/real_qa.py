@@ -151,13 +151,14 @@ def training_summary(run_dir: Path) -> dict[str, float]:
     with (run_dir / "metrics.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
 
-    def mean(key: str) -> float:
-        return sum(float(row.get(key) or 0.0) for row in rows) / len(rows)
+    def mean(key: str, last: int | None = None) -> float:
+        chosen = rows[-last:] if last else rows
+        return sum(float(row.get(key) or 0.0) for row in chosen) / len(chosen)
 
     return {
         "iterations": len(rows),
         "accuracy_original": mean("accuracy_original"),
-        "accuracy_original_last3": sum(float(r["accuracy_original"]) for r in rows[-3:]) / 3,
+        "accuracy_original_last3": mean("accuracy_original", last=3),
         "probes_kept": sum(float(row.get("probes_kept") or 0.0) for row in rows),
         "accuracy_probe": mean("accuracy_probe"),
         "seconds_per_iteration": mean("seconds_rollout")
