@@ -138,13 +138,19 @@ class PassageReaderAgent:
     show: the demonstrator of search, read, answer with a span on real questions.
 
     It searches the question; when a retrieved passage contains a gold answer (whole
-    words, any case) it quotes the words around it and answers with the span as the
-    passage writes it. Otherwise it searches the first supporting title not yet
-    retrieved (``metadata["supporting_titles"]``, as the multi-hop benchmarks record
-    them) and reads again; with none left it answers "unknown", a wrong episode that a
+    words, any case) it names that passage (rank and title) and answers with the span as
+    the passage writes it. It quotes no more than the span: a small policy taught to
+    quote context learns to start copying a passage, not where to stop (the first
+    recipe's warm start ran 97 of 350 held-out episodes out of tokens mid-quote).
+    Otherwise it searches the first supporting title not yet retrieved
+    (``metadata["supporting_titles"]``, as the multi-hop benchmarks record them) and
+    reads again; with none left it answers "unknown", a wrong episode that a
     recipe drops. A yes/no question is answered after the first search (the passages
     hold the evidence, not the word).
     """
+
+    #: bumped whenever its actions change: the warm starts it demonstrates key on it
+    VERSION = 2
 
     def reset(self, prompt: str, info: dict[str, Any]) -> None:
         self._question = info["question"].strip()
@@ -160,14 +166,14 @@ class PassageReaderAgent:
             thought = f"From the passages, the answer is {answer}."
             return f"<think>{thought}</think>\n<answer> {answer} </answer>"
         docs = _DOC.findall(observation)
-        for rank, _title, text in docs:
+        for rank, title, text in docs:
             for answer in self._answers:
                 pattern = rf"(?<!\w){re.escape(answer.strip())}(?!\w)"
                 found = re.search(pattern, text, re.IGNORECASE)
                 if found:
-                    quote = _words_around(text, found.start(), found.end())
+                    source = f"Doc {rank} ({title.strip()})"
                     return (
-                        f'<think>Doc {rank} says: "{quote}". So the answer is {found[0]}.</think>\n'
+                        f"<think>{source} gives the answer: {found[0]}.</think>\n"
                         f"<answer> {found[0]} </answer>"
                     )
         self._searched.update(normalize_answer(title.strip().strip('"')) for _, title, _ in docs)
@@ -180,10 +186,3 @@ class PassageReaderAgent:
     def _search(self, query: str, thought: str) -> str:
         self._searched.add(normalize_answer(query))
         return f"<think>{thought}</think>\n<search> {query} </search>"
-
-
-def _words_around(text: str, start: int, end: int, before: int = 8, after: int = 4) -> str:
-    """The span ``text[start:end]`` with up to ``before``/``after`` words of context."""
-    head = text[:start].split()[-before:]
-    tail = text[end:].split()[:after]
-    return " ".join([*head, text[start:end], *tail])

@@ -46,10 +46,16 @@ class RealQAWarmStart:
     seed: int = 0
 
     def key(self) -> str:
-        """A short hash of the recipe, the ranking (the demonstrations show BM25's
-        passages) and the split rule (which questions are demonstrated)."""
+        """A short hash of the recipe, the demonstrator (what the actions say), the
+        ranking (the demonstrations show BM25's passages) and the split rule (which
+        questions are demonstrated)."""
         return digest(
-            {"recipe": asdict(self), "ranking": RANKING_VERSION, "splits": SPLITS_VERSION}
+            {
+                "recipe": asdict(self),
+                "demonstrator": PassageReaderAgent.VERSION,
+                "ranking": RANKING_VERSION,
+                "splits": SPLITS_VERSION,
+            }
         )
 
     def demonstrations(self, tokenizer, dataset: str | None = None) -> list[Trajectory]:

@@ -12,12 +12,14 @@ from agents.warm_start.recipes import WARM_STARTS
 from agents.warm_start.store import warm_start
 
 
-def test_its_key_follows_the_recipe_the_ranking_and_the_split(monkeypatch):
+def test_its_key_follows_the_recipe_the_demonstrator_the_ranking_and_the_split(monkeypatch):
     recipe = WARM_STARTS["smollm2-realqa"]
     key = recipe.key()
     assert key == replace(recipe).key() != replace(recipe, steps=recipe.steps + 1).key()
     monkeypatch.setattr(real_qa_policy, "SPLITS_VERSION", "v0")
-    assert recipe.key() != key
+    other_split = recipe.key()
+    monkeypatch.setattr(real_qa_policy.PassageReaderAgent, "VERSION", 0)
+    assert len({key, other_split, recipe.key()}) == 3
 
 
 def test_demonstrations_search_read_and_answer_with_a_span_from_what_they_read(tiny_model_dir):
@@ -30,7 +32,8 @@ def test_demonstrations_search_read_and_answer_with_a_span_from_what_they_read(t
     assert {1, 2} <= searches  # a second search for a supporting title (HotpotQA)
     for demonstration in demonstrations:
         answer = demonstration.turns[-1]
-        assert "says:" in answer.action or demonstration.answer in ("yes", "no")
+        assert " gives the answer: " in answer.action or demonstration.answer in ("yes", "no")
+        assert len(answer.action.split()) < 30  # no passage copied into the answer turn
         # the answer is copied from the passages the demonstration read
         read = "".join(turn.observation for turn in demonstration.turns[:-1])
         assert demonstration.answer in read or demonstration.answer in ("yes", "no")
