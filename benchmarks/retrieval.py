@@ -21,10 +21,8 @@ it at your own. Prints, for BM25 and dense (packaged MiniLM + flat FAISS):
   the question is how much such work adds to the compiled scorer; a second ratio, to
   raw scoring plus tokenising (with the retriever's tokenizer), says what the rest
   adds. Each row is the median of several repeats on questions the retriever has not
-  searched: batch 256 with the decoded-row cache empty (a run's first minutes), then
-  batch sizes 1, 16 and 256 with the corpus decoded into the cache (a long run, once
-  its passages have come up), and a GRPO-like batch of 52 distinct questions x 5
-  rollouts, which the retriever scores once per distinct text;
+  searched: batch sizes 1, 16 and 256, and a GRPO-like batch of 52 distinct questions
+  x 5 rollouts, which the retriever scores once per distinct text;
 - queries/s and p50/p99 latency of one ``search`` call for batch sizes 1, 16 and 256,
   in process and through the HTTP service on loopback;
 - a same-run baseline: the same queries sent one per request (how a naive client uses
@@ -141,18 +139,12 @@ def raw_vs_retriever(retriever: BM25Retriever, repeats: list[list[list[str]]]) -
 
 def bm25_versus_scorer(
     retriever: BM25Retriever, questions: list[str], batch_sizes: list[int], repeats: int
-) -> list[tuple[int, str, str, dict[str, float]]]:
+) -> list[tuple[int, str, dict[str, float]]]:
     """The side-by-side table's rows, each timed on ``repeats`` x 128 questions (or one
-    batch) the retriever has not searched: batch 256 with the decoded-row cache empty (the first
-    minutes of a run), then every batch size and the GRPO-like batch with the corpus
-    decoded into the cache (a long run, once its passages have come up)."""
+    batch) the retriever has not searched: every batch size, then the GRPO-like batch."""
     fresh = itertools.cycle(questions)
-    corpus = retriever.corpus
-    cold_sizes = [TARGET_BATCH] if TARGET_BATCH in batch_sizes else []
     grpo_size = GROUP_QUESTIONS * GROUP_SIZE
-    needed = repeats * (
-        sum(max(1, 128 // size) * size for size in [*cold_sizes, *batch_sizes]) + GROUP_QUESTIONS
-    )
+    needed = repeats * (sum(max(1, 128 // size) * size for size in batch_sizes) + GROUP_QUESTIONS)
     new = "new" if needed <= len(questions) else "cycled"
 
     def timed(size: int, distinct: int) -> dict[str, float]:
@@ -162,23 +154,13 @@ def bm25_versus_scorer(
         ]
         return raw_vs_retriever(retriever, batches)
 
-    rows = []
-    for size in cold_sizes:
-        result = timed(size, size)
-        info = corpus.cache_info()
-        cache = f"empty at start ({info.misses} misses, {info.hits} hits)"
-        rows.append((size, f"{size} {new}", cache, result))
-    for row in range(len(corpus)):
-        corpus[row]  # decoded into the cache
-    cache = "whole corpus" if len(corpus) <= corpus.cache_size else f"{corpus.cache_size} rows"
-    for size in batch_sizes:
-        rows.append((size, f"{size} {new}", cache, timed(size, size)))
+    rows = [(size, f"{size} {new}", timed(size, size)) for size in batch_sizes]
     label = f"{GROUP_QUESTIONS} {new} x {GROUP_SIZE}"
-    rows.append((grpo_size, label, cache, timed(grpo_size, GROUP_QUESTIONS)))
+    rows.append((grpo_size, label, timed(grpo_size, GROUP_QUESTIONS)))
     return rows
 
 
-def print_versus(num_threads: int, rows: list[tuple[int, str, str, dict[str, float]]]) -> None:
+def print_versus(num_threads: int, rows: list[tuple[int, str, dict[str, float]]]) -> None:
     print(
         f"\nBM25 against its own scorer, side by side (k={TOPK}, n_threads={num_threads}, numba "
         "backend; medians of the repeats)\n"
@@ -192,20 +174,20 @@ def print_versus(num_threads: int, rows: list[tuple[int, str, str, dict[str, flo
         "pool ran out, so some were)\n"
     )
     print(
-        "| batch | queries | decoded-row cache | raw bm25s scoring (q/s) | + tokenising (q/s) "
+        "| batch | queries | raw bm25s scoring (q/s) | + tokenising (q/s) "
         "| our retriever (q/s) | ratio to raw scoring | ratio to + tokenising |"
-        "\n|---:|---|---|---:|---:|---:|---:|---:|"
+        "\n|---:|---|---:|---:|---:|---:|---:|"
     )
-    for size, label, cache, row in rows:
+    for size, label, row in rows:
         print(
-            f"| {size} | {label} | {cache} | {row['raw']:.0f} | {row['raw_tokenising']:.0f} "
+            f"| {size} | {label} | {row['raw']:.0f} | {row['raw_tokenising']:.0f} "
             f"| {row['ours']:.0f} | {row['ratio_raw']:.2f} | {row['ratio_raw_tokenising']:.2f} |"
         )
-    for size, _, cache, row in rows:
+    for size, _, row in rows:
         if size == TARGET_BATCH:
             verdict = "met" if row["ratio_raw"] >= TARGET_RATIO else "NOT met"
             print(
-                f"target: ratio to raw scoring >= {TARGET_RATIO} at batch {size}, cache {cache}: "
+                f"target: ratio to raw scoring >= {TARGET_RATIO} at batch {size}: "
                 f"{row['ratio_raw']:.2f}, {verdict}"
             )
 
@@ -283,7 +265,7 @@ def main() -> None:
         retriever.search(pool[:8], TOPK)  # warm-up (loads or compiles bm25s's scorer)
         if isinstance(retriever, BM25Retriever):
             # First, while the questions are new to the retriever: the later tables and
-            # the recall pass fill its caches with all of them.
+            # the recall pass teach its tokenizer all of their words.
             rows = bm25_versus_scorer(retriever, pool[8:], batch_sizes, args.repeats)
             versus = (retriever.num_threads, rows)
         with background_server(retriever) as url:

@@ -1,4 +1,4 @@
-"""Where derived artefacts (decompressed corpora, line offsets, indexes) are cached.
+"""Where derived artefacts (passage stores of corpora, indexes, built models) are cached.
 
 Many processes may ask for the same artefact at once (Ray EnvRunners, pytest-xdist,
 a Tune sweep), so every build runs under a file lock, writes into a temporary

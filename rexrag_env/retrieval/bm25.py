@@ -5,7 +5,7 @@ seconds on a laptop, which is why it is the environment's default.
 
 A search costs what bm25s's compiled (numba) scorer costs plus a little Python: each
 distinct query text is tokenised and scored once per batch, and passages come from
-the corpus's cache of decoded rows (``benchmarks/retrieval.py`` measures it).
+the corpus's passage store (``benchmarks/retrieval.py`` measures it).
 """
 
 from __future__ import annotations

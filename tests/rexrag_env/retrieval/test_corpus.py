@@ -79,14 +79,16 @@ def test_gzip_corpus_is_read_like_plain(tmp_path):
         (json.dumps({"id": "x", "title": "no text"}), 'line 2 needs a string "contents"'),
     ],
 )
-def test_malformed_lines_name_file_and_line(tmp_path, bad_line, message):
+def test_malformed_lines_name_file_and_line_when_the_corpus_is_opened(tmp_path, bad_line, message):
+    """Every record is checked once, on first open: a bad line stops a run before it
+    trains, not when a search first returns it."""
     path = write_lines(
-        tmp_path / "bad.jsonl", [json.dumps({"id": "0", "contents": "T\nx"}), bad_line]
+        tmp_path / "bad.jsonl", [json.dumps({"id": "0", "contents": "T\nx"}), "", bad_line]
     )
-    corpus = Corpus(path)
-    assert corpus[0].id == "0"  # the good line is still readable
-    with pytest.raises(CorpusFormatError, match=f"{path}: {message}"):
-        list(corpus.iter_contents())
+    message = message.replace("line 2", "line 3")  # blank lines count
+    for _ in range(2):  # nothing half-built is left behind to look valid
+        with pytest.raises(CorpusFormatError, match=f"{path}: {message}"):
+            Corpus(path)
 
 
 def test_missing_empty_and_truncated_gzip_files(tmp_path):
@@ -107,18 +109,33 @@ def test_corpus_pickles_by_path(tmp_path):
     assert clone[0].id == "a"
 
 
-def test_decoded_rows_cache_is_bounded_and_invisible(tmp_path):
-    lines = [json.dumps({"id": f"p{i}", "contents": f"T{i}\ntext {i}"}) for i in range(6)]
-    path = write_lines(tmp_path / "c.jsonl", lines)
-    cached, uncached = Corpus(path, cache_size=2), Corpus(path, cache_size=0)
-    reads = [0, 1, 2, 0, 5, -1, 5]
-    assert [cached[i] for i in reads] == [uncached[i] for i in reads]
-    info = cached.cache_info()
-    assert (info.maxsize, info.currsize, info.hits) == (2, 2, 2)  # -1 and 5 are one row
-    assert uncached.cache_info().currsize == 0
-    assert pickle.loads(pickle.dumps(cached)).cache_size == 2
-    with pytest.raises(ValueError, match="cache_size"):
-        Corpus(path, cache_size=-1)
+def test_the_store_is_built_once_and_again_when_the_file_changes(tmp_path, monkeypatch):
+    from rexrag_env.retrieval import corpus as corpus_module
+
+    path = write_lines(tmp_path / "c.jsonl", [json.dumps({"id": "a", "contents": "T\nx"})])
+    builds = []
+    write_store = corpus_module._write_store
+    monkeypatch.setattr(
+        corpus_module, "_write_store", lambda *a: builds.append(a) or write_store(*a)
+    )
+    assert Corpus(path)[0].id == Corpus(path)[0].id == "a" and len(builds) == 1
+    write_lines(
+        path, [json.dumps({"id": "b", "contents": "T\ny"}), json.dumps({"contents": "U\nz"})]
+    )
+    corpus = Corpus(path)
+    assert [(p.id, p.text) for p in corpus] == [("b", "y"), ("1", "z")] and len(builds) == 2
+
+
+def test_rows_round_trip_what_json_holds(tmp_path):
+    """Whatever a JSON string may hold comes back as json.loads gives it: escapes, quotes,
+    newlines, non-BMP characters, lone surrogates, empty ids."""
+    records = [
+        {"id": "", "contents": 'T\n"quoted" \\ back\tslash 🚀 \ud83d lone'},
+        {"id": "ü", "contents": ""},
+        {"id": 7, "contents": "seven"},
+    ]
+    corpus = Corpus(write_lines(tmp_path / "c.jsonl", [json.dumps(r) for r in records]))
+    assert [(p.id, p.contents) for p in corpus] == [(str(r["id"]), r["contents"]) for r in records]
 
 
 def test_passages_take_arrays_or_lists_and_check_rows(tmp_path):

@@ -1,5 +1,6 @@
 """BM25 and dense retrieval on the shipped corpus, and index save/load round trips."""
 
+import gzip
 import json
 import pickle
 import socket
@@ -67,7 +68,10 @@ def bm25s_reference(index_dir, corpus_path, queries, k, backend="numba"):
     tokenizer.load_vocab(str(index_dir))
     tokenizer.load_stopwords(str(index_dir))
     index = bm25s.BM25.load(str(index_dir), mmap=True, backend=backend)
-    lines = [line for line in corpus_path.read_bytes().splitlines() if line.strip()]
+    data = corpus_path.read_bytes()
+    if corpus_path.suffix == ".gz":
+        data = gzip.decompress(data)
+    lines = [line for line in data.splitlines() if line.strip()]
     results = []
     for query in queries:
         ids = tokenizer.tokenize([query], update_vocab=False, return_as="ids", show_progress=False)
@@ -90,7 +94,7 @@ def test_bm25_search_equals_plain_bm25s_and_json(bm25_retriever, hotpot_question
     questions = [q["question"] for q in hotpot_questions[:90]]
     # Repeats (a GRPO group searches the same text), no known word, stop words only.
     queries = [*questions, *questions[:5], "qqqzzz unknown words", "", "the of and", "Rush"]
-    expected = bm25s_reference(bm25_retriever.index_dir, bm25_retriever.corpus.path, queries, 5)
+    expected = bm25s_reference(bm25_retriever.index_dir, bm25_retriever.corpus.source, queries, 5)
     assert hits(bm25_retriever.search(queries, 5)) == expected  # the compiled scorer, called
     # through bm25s's own BM25.retrieve where its serial scorer is not to be had
     monkeypatch.setattr("rexrag_env.retrieval.bm25._SERIAL_SCORER", None)
@@ -182,7 +186,7 @@ def test_bm25_splitter_finds_the_words_of_the_bm25s_default(hotpot_questions):
     from rexrag_env.embedded import embedded_corpus_path
     from rexrag_env.retrieval.bm25 import _SPLITTER
 
-    corpus = Corpus(embedded_corpus_path(), cache_size=0)
+    corpus = Corpus(embedded_corpus_path())
     texts = [
         *(q["question"] for q in hotpot_questions),
         *(corpus[row].contents.lower() for row in range(0, len(corpus), 7)),
