@@ -21,6 +21,7 @@ import math
 import random
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -478,6 +479,26 @@ class RexRagConfig(AlgorithmConfig):
                 problems.append(f"exploratory_prompts: {error}")
         if problems:
             raise ValueError("invalid RexRagConfig: " + "; ".join(problems))
+        self._warn_if_originals_start_clipped()
+
+    def _warn_if_originals_start_clipped(self) -> None:
+        """The official correction puts (1-α)·π_old under every original token, so an
+        original's ratio starts at 1/(1-α) = 1 + P/N for P probes kept among N originals.
+        P is at most K = ⌊N·keep_ratio⌋ and about N·probe_prob at most (every original
+        wrong), so the ratio starts at up to 1 + min(keep_ratio, probe_prob). From
+        clip_high on, it can start beyond the clip, where a correct original (positive
+        advantage) gets no gradient at all (spec §7 item 4). Allowed (the keep ratio
+        adapts, and a study may want it), but said."""
+        start = 1 + min(self.keep_ratio, self.probe_prob)
+        if self.probes and self.correction == "rexrag" and start >= 1 + self.clip_high:
+            warnings.warn(
+                f"with correction='rexrag', keep_ratio {self.keep_ratio:g} and probe_prob "
+                f"{self.probe_prob:g}, originals' ratios can start at up to {start:g}, beyond "
+                f"the clip (1 + clip_high = {1 + self.clip_high:g}), so correct originals "
+                "would get no gradient: lower keep_ratio or probe_prob, or use "
+                "correction='sequence'",
+                stacklevel=3,
+            )
 
     def _learner_problems(self) -> list[str]:
         """Precision and sharding: what the learners can hold and compute."""

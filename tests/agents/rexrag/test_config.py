@@ -44,6 +44,22 @@ def test_validate_names_the_field(override, field):
         config.check_settings()
 
 
+def test_a_keep_ratio_that_can_start_originals_beyond_the_clip_is_said(recwarn):
+    """With the official correction an original's ratio starts at up to 1 + keep_ratio."""
+    risky = {"keep_ratio": 0.25, "probe_prob": 0.5}
+    for config in (
+        RexRagConfig(),  # the official 0.08 against a clip of 0.2
+        RexRagConfig().training(keep_ratio=0.5),  # spawns 20/101 per wrong original
+        RexRagConfig().training(**risky, correction="sequence"),
+        RexRagConfig().training(**risky, probes=False),
+        *(RexRagConfig.from_yaml(name) for name in presets()),
+    ):
+        config.check_settings()
+    assert not [w for w in recwarn if "beyond the clip" in str(w.message)]
+    with pytest.warns(UserWarning, match=r"originals' ratios can start at up to 1\.25"):
+        RexRagConfig().training(**risky).check_settings()
+
+
 def test_vllm_engine_options_come_from_the_typed_fields_then_vllm_options():
     config = RexRagConfig().training(
         vllm_max_model_len=2048,
