@@ -215,7 +215,7 @@ class Corpus(Sequence[Passage]):
         if rows.size and not (-size <= rows.min() and rows.max() < size):
             bad = rows.min() if rows.min() < -size else rows.max()
             raise IndexError(f"passage index {bad} out of range for {size} passages")
-        flat_rows = rows.ravel().astype(np.int64) % size if size else rows.ravel()
+        flat_rows = rows.ravel().astype(np.int64) % size  # negative rows count from the end
         # tuple.__new__ on (id, contents, score): a third faster than calling the
         # NamedTuple, whose __new__ is Python code.
         new = tuple.__new__
