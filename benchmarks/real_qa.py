@@ -126,13 +126,15 @@ def eval_dir(out: Path, step: str, iterations: int) -> Path:
 
 
 def run_step(step: str, args, out: Path, protocol: EvalProtocol, expected: int) -> dict:
-    """Train (GRPO, REX-RAG) and evaluate one row; returns its wall seconds by phase."""
+    """Train (GRPO, REX-RAG) and evaluate one row; returns its wall seconds by what was
+    made (the run's or the evaluation's directory name: a new warm start's rows are
+    timed apart from the old ones')."""
     seconds = {}
     target = eval_dir(out, step, args.iterations)
     if step in TRAINING:
         run_dir = run_dir_of(out, step)
         if not trained(run_dir, args.iterations):
-            seconds["train"] = run(train_command(step, run_dir, args))
+            seconds[f"train {run_dir.name}"] = run(train_command(step, run_dir, args))
         agent = ["--checkpoint", str(run_dir), "--backend", args.backend]
     elif step in MODELS:
         agent = ["--agent", "llm", "--model", MODELS[step], "--backend", args.backend]
@@ -142,7 +144,7 @@ def run_step(step: str, args, out: Path, protocol: EvalProtocol, expected: int) 
     if not evaluated(target, expected):
         selection = ["--datasets", ",".join(protocol.datasets), "--limit", str(args.limit)]
         where = ["--batch-size", str(args.batch_size), "--out", str(target)]
-        seconds["eval"] = run(rexrag("eval", *agent, *selection, *where))
+        seconds[f"eval {target.name}"] = run(rexrag("eval", *agent, *selection, *where))
     return seconds
 
 
@@ -242,8 +244,7 @@ def main() -> None:
     protocol = RexRagConfig.from_yaml(PRESET).eval_protocol(HELD_OUT_SPLITS, args.limit)
     expected = sum(min(args.limit, len(load_qa_dataset(name))) for name in HELD_OUT_SPLITS)
     for step in steps:
-        for phase, seconds in run_step(step, args, out, protocol, expected).items():
-            key = f"{step} {phase}"
+        for key, seconds in run_step(step, args, out, protocol, expected).items():
             meta.setdefault("seconds", {})[key] = meta.get("seconds", {}).get(key, 0) + seconds
             meta_path.write_text(json.dumps(meta, indent=1))
     meta_path.write_text(json.dumps(meta, indent=1))
