@@ -183,9 +183,7 @@ class Corpus(Sequence[Passage]):
 
     def passage(self, index: int, score: float = 0.0) -> Passage:
         """Row ``index`` (negative counts from the end); ``score`` is attached for retriever
-        results."""
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"passage index {index} out of range for {len(self)} passages")
+        results; out of range is the IndexError :meth:`ranked_passages` raises."""
         return self.passages([index], [score])[0]
 
     def passages(self, indices: Sequence[int], scores: Sequence[float]) -> list[Passage]:
