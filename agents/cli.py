@@ -206,6 +206,12 @@ def _add_train_command(commands) -> None:
     )
     parser.add_argument("--checkpoint-every", type=int, default=5, help="iterations")
     parser.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        default=None,
+        help="keep only the newest N complete checkpoints (default: all)",
+    )
+    parser.add_argument(
         "--resume", action="store_true", help="continue the run in --checkpoint-dir"
     )
     parser.add_argument("--logger", default="tensorboard", help=LOGGER_HELP)
@@ -254,6 +260,7 @@ def _run_train(args: argparse.Namespace) -> int:
             args.checkpoint_dir,
             stop_iters=args.stop_iters,
             checkpoint_every=args.checkpoint_every,
+            keep_checkpoints=args.keep_checkpoints,
             resume=args.resume,
             trackers=trackers,
         )

@@ -97,13 +97,22 @@ def _truncate_metrics(path: Path, iterations: int) -> None:
             writer.writerows(rows)
 
 
-def save_checkpoint(algo, run_dir: Path) -> Path:
-    """Write the algorithm's checkpoint (with its ``policy/``), marking it complete last."""
+def save_checkpoint(algo, run_dir: Path, keep: int | None = None) -> Path:
+    """Write the algorithm's checkpoint (with its ``policy/``), marking it complete last;
+    then, with ``keep``, delete all but the newest ``keep`` complete checkpoints.
+
+    Older ones go only once the new one is complete, so a crash while saving still
+    leaves a checkpoint to resume from. At 3B/7B scale a checkpoint (weights and AdamW
+    state) is tens of GB, so a long run that keeps them all fills a disk.
+    """
     path = run_dir / f"{CHECKPOINT_PREFIX}{algo.iteration:06d}"
     if path.exists():
         shutil.rmtree(path)
     algo.save_to_path(str(path.resolve()))
     (path / COMPLETE_MARKER).write_text("ok\n")
+    if keep is not None:
+        for old in complete_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old)
     return path
 
 
@@ -113,6 +122,7 @@ def train(
     *,
     stop_iters: int,
     checkpoint_every: int = 1,
+    keep_checkpoints: int | None = None,
     resume: bool = False,
     trackers: Iterable[str | Tracker] = ("tensorboard",),
     log: Callable[[str], None] = print,
@@ -123,7 +133,13 @@ def train(
     ignored) and training continues from the latest complete checkpoint. ``trackers``
     (names of :data:`agents.runs.trackers.TRACKERS` or instances) get each iteration's
     metrics, as ``metrics.csv`` does, and the before/after evaluation summaries.
+    ``keep_checkpoints`` (None: all) is how many of the newest complete checkpoints
+    stay on disk.
     """
+    if keep_checkpoints is not None and keep_checkpoints < 1:
+        raise ValueError(
+            f"keep_checkpoints must be at least 1 (or None: all), got {keep_checkpoints}"
+        )
     import ray
 
     tracking = Trackers(trackers)  # a missing tracker package fails here, before any work
@@ -173,12 +189,12 @@ def train(
                     tracking.log(metrics, step=algo.iteration)
                     log(progress_line(algo.iteration, stop_iters, metrics))
                     if algo.iteration % checkpoint_every == 0 or algo.iteration == stop_iters:
-                        save_checkpoint(algo, run_dir)
+                        save_checkpoint(algo, run_dir, keep_checkpoints)
                         last_saved = algo.iteration
                         plot_run(run_dir / "metrics.csv", run_dir / "curves.png", str(run_dir))
             except KeyboardInterrupt:
                 if algo.iteration > last_saved:
-                    save_checkpoint(algo, run_dir)
+                    save_checkpoint(algo, run_dir, keep_checkpoints)
                 log(f"interrupted after iteration {algo.iteration}: resume with --resume")
                 raise
         finally:

@@ -130,6 +130,13 @@ def test_an_interrupted_run_keeps_its_progress_and_resumes(
     assert [p.name for p in complete_checkpoints(run)] == ["iteration_000002"]
     history = train(config, run, stop_iters=3, resume=True, log=lines.append)
     assert len(history) == 1 and csv_iterations(run) == [1, 2, 3]
+    assert [p.name for p in complete_checkpoints(run)] == ["iteration_000002", "iteration_000003"]
+    # keep_checkpoints: the newest N stay (the run still resumes from the newest)
+    train(config, run, stop_iters=5, keep_checkpoints=1, resume=True, log=lines.append)
+    assert [p.name for p in complete_checkpoints(run)] == ["iteration_000005"]
+    assert sorted(p.name for p in run.glob("iteration_*")) == ["iteration_000005"]
+    with pytest.raises(ValueError, match="keep_checkpoints must be at least 1"):
+        train(config, run, stop_iters=6, keep_checkpoints=0, resume=True)
 
 
 def test_a_failed_iteration_exits_with_a_resume_hint(

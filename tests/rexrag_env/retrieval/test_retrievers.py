@@ -165,6 +165,10 @@ def test_bm25_query_tokenizer_maps_words_as_bm25s_does(bm25_retriever, hotpot_qu
         "",
         "qqqzzz",
         "İstanbul naïve 日本語 x-ray's",
+        # ASCII texts take the byte-level split: single letters, digits, underscores,
+        # punctuation, control characters and mixed case must split as the regex does.
+        "a b c __init__ x-ray's U.S.A. 1999s Q4\tDrummers\nmarathon\x00runner\x7fAND_Or",
+        "marathon_drummers",
     ]
     ours = fresh_tokenizer()
     assert "marathoning" not in ours.word_to_id and ours.stemmer("marathoning") in ours.stem_to_sid
