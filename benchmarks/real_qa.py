@@ -21,8 +21,9 @@ held-out set ``heldout/<benchmark>`` (shuffled; NQ's and HotpotQA's are disjoint
 the training split). Writes ``DIR/eval/<step>/`` (per-question records and
 ``summary.json``; the warm start's and the trained rows' directories carry the warm
 start's recipe key, so a changed recipe makes new rows), ``DIR/runs/<setting>-<key>/``
-(the training runs: metrics.csv, curves, checkpoints), ``DIR/table.md`` and
-``DIR/meta.json`` (command, commits, date, wall time of each step).
+(the training runs: metrics.csv, curves, the last checkpoint: 2.2 GB with its AdamW
+state), ``DIR/table.md`` and ``DIR/meta.json`` (command, commits, date, wall time of
+each step).
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ def train_command(step: str, run_dir: Path, args) -> list[str]:
     overrides = [*TRAINING[step], f"backend={args.backend}", "eval_dataset=null"]
     return rexrag(
         "train", "--config", PRESET, *overrides, "--stop-iters", str(args.iterations),
-        "--checkpoint-dir", str(run_dir), "--checkpoint-every", "1", *resume,
+        "--checkpoint-dir", str(run_dir), "--checkpoint-every", "1", "--keep-checkpoints", "1",
+        *resume,
     )  # fmt: skip
 
 
