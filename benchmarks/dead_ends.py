@@ -173,6 +173,32 @@ def _over_iterations(record: dict, metric: str) -> float:
     return float(np.mean([metrics[metric] for metrics in record["history"]]))
 
 
+def paired_differences(groups: dict[str, list[dict]]) -> dict[tuple[str, str], dict]:
+    """Per comparison of :data:`COMPARISONS` with 2+ common seeds, the paired interval of
+    each metric: test EM, the last held-out EM and the held-out EM at every iteration
+    tracked in all of those runs (``held_out_em_<iteration>``)."""
+    differences = {}
+    for a, b in COMPARISONS:
+        if a not in groups or b not in groups:
+            continue
+        by_seed = {key: {r["seed"]: r for r in groups[key]} for key in (a, b)}
+        seeds = sorted(set(by_seed[a]) & set(by_seed[b]))
+        if len(seeds) < 2:
+            continue
+        runs = [by_seed[key][seed] for key in (a, b) for seed in seeds]
+        iterations = sorted(set.intersection(*(set(r["tracked"]) for r in runs)))
+        metrics = {name: RUN_SUMMARY[name] for name in ("test_em", "held_out_em_last")}
+        for i in iterations:
+            metrics[f"held_out_em_{i}"] = lambda r, i=i: r["tracked"][i]
+        differences[a, b] = {
+            name: paired_difference(
+                [value(by_seed[a][s]) for s in seeds], [value(by_seed[b][s]) for s in seeds]
+            )
+            for name, value in metrics.items()
+        }
+    return differences
+
+
 def report(runs: list[dict], meta: dict, out: Path) -> None:
     """Print the tables, write ``runs.csv``, ``differences.csv`` and ``curves.png``."""
     groups = {
@@ -226,32 +252,42 @@ def report(runs: list[dict], meta: dict, out: Path) -> None:
         for key, group in groups.items():
             for record, row in zip(group, summary[key], strict=True):
                 writer.writerow([key, record["seed"], *row.values()])
+    differences = paired_differences(groups)
     print(
         "\n| difference (paired by seed) | seeds | test EM, 95% CI | decided | "
         "held-out EM (last), 95% CI | decided |"
     )
     print("|---|---:|---:|---|---:|---|")
+    for (a, b), intervals in differences.items():
+        cells = [
+            f"{intervals[metric].format(scale=100)} | {decided(intervals[metric])}"
+            for metric in ("test_em", "held_out_em_last")
+        ]
+        print(f"| {a} - {b} | {intervals['test_em'].n} | " + " | ".join(cells) + " |")
+    # How fast each setting learns: the held-out EM at every tracked iteration, paired.
+    tracked = sorted({i for group in groups.values() for r in group for i in r["tracked"]})
+    print(
+        "\n| held-out EM difference (paired by seed), 95% CI | "
+        + " | ".join(f"iteration {i}" for i in tracked)
+        + " |\n|---|"
+        + "---:|" * len(tracked)
+    )
+    for (a, b), intervals in differences.items():
+        cells = [intervals[f"held_out_em_{i}"] for i in tracked if f"held_out_em_{i}" in intervals]
+        print(
+            f"| {a} - {b} | "
+            + " | ".join(f"{c.format(scale=100)}{' *' if c.excludes_zero() else ''}" for c in cells)
+            + " |"
+        )
+    print("(* the interval excludes 0)")
     with (out / "differences.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["a", "b", "metric", "seeds", "mean", "low", "high"])
-        for a, b in COMPARISONS:
-            if a not in groups or b not in groups:
-                continue
-            by_seed = {key: {r["seed"]: r for r in groups[key]} for key in (a, b)}
-            seeds = sorted(set(by_seed[a]) & set(by_seed[b]))
-            if len(seeds) < 2:
-                continue
-            cells = []
-            for metric in ("test_em", "held_out_em_last"):
-                value = RUN_SUMMARY[metric]
-                interval = paired_difference(
-                    [value(by_seed[a][s]) for s in seeds], [value(by_seed[b][s]) for s in seeds]
-                )
+        for (a, b), intervals in differences.items():
+            for metric, interval in intervals.items():
                 writer.writerow(
-                    [a, b, metric, len(seeds), interval.mean, interval.low, interval.high]
+                    [a, b, metric, interval.n, interval.mean, interval.low, interval.high]
                 )
-                cells.append(f"{interval.format(scale=100)} | {decided(interval)}")
-            print(f"| {a} - {b} | {len(seeds)} | " + " | ".join(cells) + " |")
     path = plot_curves(groups, meta, out / "curves.png")
     print(f"\nfiles: {out / 'runs.csv'}, {out / 'differences.csv'}, {path}")
 
