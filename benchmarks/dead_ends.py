@@ -273,13 +273,16 @@ def report(runs: list[dict], meta: dict, out: Path) -> None:
         + "---:|" * len(tracked)
     )
     for (a, b), intervals in differences.items():
-        cells = [intervals[f"held_out_em_{i}"] for i in tracked if f"held_out_em_{i}" in intervals]
+        cells = [intervals.get(f"held_out_em_{i}") for i in tracked]
         print(
             f"| {a} - {b} | "
-            + " | ".join(f"{c.format(scale=100)}{' *' if c.excludes_zero() else ''}" for c in cells)
+            + " | ".join(
+                "-" if c is None else f"{c.format(scale=100)}{' *' if c.excludes_zero() else ''}"
+                for c in cells
+            )
             + " |"
         )
-    print("(* the interval excludes 0)")
+    print("(* the interval excludes 0; -: not tracked in both settings' runs)")
     with (out / "differences.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["a", "b", "metric", "seeds", "mean", "low", "high"])
