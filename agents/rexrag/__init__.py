@@ -24,8 +24,27 @@ order the data flows:
 
 Run tooling (run directories, evaluation, curves) is in :mod:`agents.runs`; the SFT
 recipes that build starting policies are in :mod:`agents.warm_start`.
+
+The algorithm's two classes are imported on first use (PEP 562): ``rexrag.py`` imports
+Ray RLlib, and the torch-only parts (``losses.py``, ``correction.py``, ``logprobs.py``,
+``sharding.py``, ``learner_batch.py``) must import without it, on machines that have
+no Ray (``benchmarks/gpu_check.py``; ``tests/test_torch_only_imports.py``).
 """
 
-from agents.rexrag.rexrag import RexRag, RexRagConfig
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agents.rexrag.rexrag import RexRag, RexRagConfig
 
 __all__ = ["RexRag", "RexRagConfig"]
+
+
+def __getattr__(name: str) -> Any:
+    """``RexRag`` and ``RexRagConfig`` from ``rexrag.py``, imported when first asked for."""
+    if name in __all__:
+        from agents.rexrag import rexrag
+
+        return getattr(rexrag, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

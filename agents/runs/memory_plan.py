@@ -5,7 +5,10 @@ the bytes a learner GPU holds at its peak under three layouts of the same run:
 ``ddp`` (RLlib's replicas: every learner holds all weights, gradients and AdamW state),
 ``fsdp`` (FSDP2 shards them over the learners, per decoder layer) and ``fsdp+offload``
 (the shards, their gradients and the optimizer step in CPU memory). It is arithmetic
-on a :class:`ModelShape` and the config: no model is built, nothing is allocated.
+on a :class:`ModelShape`, a :class:`MicroBatchShape` and a :class:`LearnerSetup`: no
+model is built, nothing is allocated. :func:`plan_memory` reads the last two from a
+config; :func:`plan_layouts` is the arithmetic alone, which needs no Ray
+(``benchmarks/gpu_check.py`` calls it with the shapes it measures on a GPU).
 
 Every row is a count of tensors the learner really holds (``learner.py``,
 ``logprobs.py``, ``sharding.py``, ``rl_module.py``), not a fitted factor; the
@@ -386,16 +389,16 @@ def compute_copy_bytes(shape: ModelShape, p: Precision, layout: str) -> int:
     )
 
 
-def vllm_bytes(config: RexRagConfig, *, gpus: int, gpu_memory_bytes: float) -> float:
+def vllm_gpu_share(config: RexRagConfig, *, gpus: int) -> float:
     """vLLM's share of a learner GPU while the learners step: its engines on that GPU
-    times ``vllm_gpu_memory_utilization`` of it, when GPU EnvRunners share the learners'
-    GPUs (``0 < num_gpus_per_env_runner < 1``). Sleeping engines (``vllm_sleep_level``
-    1 or 2) free their weights and KV cache for the step, so they count 0."""
+    times ``vllm_gpu_memory_utilization``, when GPU EnvRunners share the learners' GPUs
+    (``0 < num_gpus_per_env_runner < 1``). Sleeping engines (``vllm_sleep_level`` 1 or
+    2) free their weights and KV cache for the step, so they count 0."""
     shares_gpus = 0 < config.num_gpus_per_env_runner < 1
     if config.backend != "vllm" or not shares_gpus or config.vllm_sleep_level:
         return 0.0
     engines = math.ceil(config.num_env_runners * config.vllm_tensor_parallel_size / gpus)
-    return engines * config.vllm_gpu_memory_utilization * gpu_memory_bytes
+    return engines * config.vllm_gpu_memory_utilization
 
 
 @dataclass(frozen=True)
@@ -446,6 +449,59 @@ class MemoryPlan:
         return next(plan for plan in self.layouts if plan.layout == name)
 
 
+@dataclass(frozen=True)
+class LearnerSetup:
+    """How the learners compute, all the plan reads of a run besides the model's and
+    the micro-batch's shapes: plain data, so the arithmetic (:func:`plan_layouts`)
+    needs no config object, nor Ray.
+
+    Attributes:
+        model: the model's name, for the table.
+        dtype: ``"float32"`` or ``"bfloat16"`` (``RexRagConfig.dtype``).
+        gradient_checkpointing: per decoder layer, non-reentrant.
+        entropy_loss: the loss has an entropy bonus (its gradient keeps two more
+            vocabulary-sized tensors).
+        lora_rank: 0 for full fine-tuning; else rank-``lora_rank`` adapters on
+            ``lora_target_modules`` are trained and no reference copy is kept.
+        configured_layout: the run's own layout (one of :data:`LAYOUTS`), starred.
+        vllm_gpu_share: the fraction of each learner GPU that awake vLLM engines hold
+            while the learners step (:func:`vllm_gpu_share`).
+        notes: what the table's rows do not show, printed under it.
+    """
+
+    model: str
+    dtype: str
+    gradient_checkpointing: bool
+    entropy_loss: bool = False
+    lora_rank: int = 0
+    lora_target_modules: str | tuple[str, ...] = "all-linear"
+    configured_layout: str = "ddp"
+    vllm_gpu_share: float = 0.0
+    notes: tuple[str, ...] = ()
+
+
+def learner_setup(config: RexRagConfig, *, gpus: int) -> LearnerSetup:
+    """The :class:`LearnerSetup` of ``config``'s learners on ``gpus`` GPUs."""
+    target_modules = config.lora_target_modules
+    return LearnerSetup(
+        model=config.llm,
+        dtype=config.dtype,
+        gradient_checkpointing=config.gradient_checkpointing,
+        entropy_loss=config.entropy_coeff > 0,
+        lora_rank=config.lora_rank,
+        lora_target_modules=(
+            target_modules if isinstance(target_modules, str) else tuple(target_modules)
+        ),
+        configured_layout=(
+            "fsdp+offload"
+            if config.learner_sharding == "fsdp" and config.learner_cpu_offload
+            else config.learner_sharding
+        ),
+        vllm_gpu_share=vllm_gpu_share(config, gpus=gpus),
+        notes=_notes(config),
+    )
+
+
 def plan_memory(
     config: RexRagConfig,
     shape: ModelShape,
@@ -456,34 +512,58 @@ def plan_memory(
     gpus_per_node: int = 8,
 ) -> MemoryPlan:
     """Per-GPU memory of ``config``'s learners on ``gpus`` GPUs (one learner each) of
-    ``gpu_memory_gb`` GiB, for each of :data:`LAYOUTS`.
+    ``gpu_memory_gb`` GiB, for each of :data:`LAYOUTS` (:func:`plan_layouts`).
 
     ``micro_batch``: the micro-batch to plan for (default :func:`micro_batch_shape`,
-    the longest the config allows). Parameters, gradients and AdamW state are float32
-    on the learners whatever ``dtype``; DDP replicates them (and, over several GPUs,
-    its all-reduce buckets copy the gradients: RLlib keeps ``gradient_as_bucket_view``
-    off), FSDP divides them by ``gpus``, offload moves them (and the optimizer step) to
-    CPU memory, counted per node of ``gpus_per_node`` GPUs. The reference policy is a
-    copy in ``dtype`` (DDP), sharded like the policy (FSDP), none with LoRA. Gradients
-    are counted whole (from the second micro-batch of a step on they are).
+    the longest the config allows).
+    """
+    if gpus < 1:
+        raise ValueError(f"gpus must be >= 1, got {gpus}")
+    return plan_layouts(
+        learner_setup(config, gpus=gpus),
+        shape,
+        micro_batch or micro_batch_shape(config),
+        gpus=gpus,
+        gpu_memory_gb=gpu_memory_gb,
+        gpus_per_node=gpus_per_node,
+    )
+
+
+def plan_layouts(
+    setup: LearnerSetup,
+    shape: ModelShape,
+    micro: MicroBatchShape,
+    *,
+    gpus: int,
+    gpu_memory_gb: float,
+    gpus_per_node: int = 8,
+) -> MemoryPlan:
+    """Per-GPU memory of learners computing as ``setup`` says on micro-batches of
+    ``micro``, on ``gpus`` GPUs (one learner each) of ``gpu_memory_gb`` GiB, for each
+    of :data:`LAYOUTS`.
+
+    Parameters, gradients and AdamW state are float32 on the learners whatever
+    ``dtype``; DDP replicates them (and, over several GPUs, its all-reduce buckets copy
+    the gradients: RLlib keeps ``gradient_as_bucket_view`` off), FSDP divides them by
+    ``gpus``, offload moves them (and the optimizer step) to CPU memory, counted per
+    node of ``gpus_per_node`` GPUs. The reference policy is a copy in ``dtype`` (DDP),
+    sharded like the policy (FSDP), none with LoRA. Gradients are counted whole (from
+    the second micro-batch of a step on they are).
     """
     if gpus < 1:
         raise ValueError(f"gpus must be >= 1, got {gpus}")
     if gpu_memory_gb <= 0:
         raise ValueError(f"gpu memory must be > 0 GiB, got {gpu_memory_gb}")
-    micro = micro_batch or micro_batch_shape(config)
     params = shape.num_params
-    lora = config.lora_rank > 0
-    adapters = (
-        lora_adapter_params(shape, config.lora_rank, config.lora_target_modules) if lora else 0
-    )
+    lora = setup.lora_rank > 0
+    adapters = lora_adapter_params(shape, setup.lora_rank, setup.lora_target_modules) if lora else 0
     trainable = adapters if lora else params
     stored = params + adapters
     gpu_memory = gpu_memory_gb * GIB
-    vllm = vllm_bytes(config, gpus=gpus, gpu_memory_bytes=gpu_memory)
+    checkpointing = setup.gradient_checkpointing
     layouts = []
     for layout in LAYOUTS:
-        p = precision(config.dtype, layout)
+        p = precision(setup.dtype, layout)
         shards = 1 if layout == "ddp" else gpus
         reference = 0 if lora else params * p.compute
         on_gpu = 0.0 if layout == "fsdp+offload" else 1.0
@@ -496,12 +576,11 @@ def plan_memory(
         }
         rows = {key: on_gpu * value / shards for key, value in master.items()}
         rows["ddp_buckets"] = 4 * trainable if layout == "ddp" and gpus > 1 else 0
-        rows["vllm"] = vllm
+        rows["vllm"] = setup.vllm_gpu_share * gpu_memory
         rows["compute_copy"] = compute_copy_bytes(shape, p, layout)
-        checkpointing = config.gradient_checkpointing
         rows["activations"] = activation_bytes(shape, p, micro, checkpointing=checkpointing)
         rows["lm_head"] = lm_head_bytes(
-            shape, p, micro, entropy_loss=config.entropy_coeff > 0, layout=layout
+            shape, p, micro, entropy_loss=setup.entropy_loss, layout=layout
         )
         rows["layer_backward"] = layer_backward_bytes(shape, p, micro, checkpointing=checkpointing)
         offloaded = (1 - on_gpu) * sum(master[key] for key in RESIDENT if key in master)
@@ -516,20 +595,16 @@ def plan_memory(
             )
         )
     return MemoryPlan(
-        model=config.llm,
-        configured_layout=(
-            "fsdp+offload"
-            if config.learner_sharding == "fsdp" and config.learner_cpu_offload
-            else config.learner_sharding
-        ),
+        model=setup.model,
+        configured_layout=setup.configured_layout,
         gpus=gpus,
         gpu_memory_gb=gpu_memory_gb,
-        checkpointing=config.gradient_checkpointing,
+        checkpointing=checkpointing,
         micro_batch=micro,
         num_params=params,
         trainable_params=trainable,
         layouts=tuple(layouts),
-        notes=_notes(config),
+        notes=setup.notes,
     )
 
 

@@ -12,10 +12,12 @@ from agents.runs.memory_plan import (
     GIB,
     LAYOUTS,
     PAPER_MODELS,
+    LearnerSetup,
     MicroBatchShape,
     layer_activation_bytes,
     micro_batch_shape,
     model_shape,
+    plan_layouts,
     plan_memory,
     precision,
     shape_from_config,
@@ -111,6 +113,22 @@ def test_gradient_checkpointing_lowers_activations():
 def test_the_longest_micro_batch_the_paper_config_allows():
     # 256 prompt + 6 turns x 500 + 5 observations x 500 + 32 probe prompt = 5788 tokens
     assert micro_batch_shape(paper_config()) == MicroBatchShape(rows=4, width=5788, targets=12128)
+
+
+def test_the_arithmetic_alone_plans_what_the_config_says():
+    """plan_layouts takes plain data (no config, no Ray: benchmarks/gpu_check.py calls it
+    on a GPU machine): the paper preset's setup written by hand gives the preset's plan."""
+    config = paper_config()
+    by_hand = LearnerSetup(
+        model="Qwen/Qwen2.5-3B",
+        dtype="bfloat16",
+        gradient_checkpointing=True,
+        configured_layout="fsdp",
+    )
+    micro = MicroBatchShape(rows=4, width=5788, targets=12128)
+    planned = plan_layouts(by_hand, QWEN_3B, micro, gpus=8, gpu_memory_gb=80)
+    assert planned.layouts == plan_memory(config, QWEN_3B, gpus=8, gpu_memory_gb=80).layouts
+    assert planned.configured_layout == "fsdp" and planned.micro_batch == micro
 
 
 def test_awake_vllm_engines_take_their_share_of_a_shared_gpu():
