@@ -74,6 +74,14 @@ class Trajectory:
     is_probe: bool = False
     #: an original that met the probe trigger (before the ``probe_prob`` coin)
     probe_eligible: bool = False
+    #: unique among an iteration's trajectories (the sampler's ``question#k`` for the
+    #: k-th original of a group); "" where nobody named it
+    rollout_id: str = ""
+    #: a probe's parent: the ``rollout_id`` of the original it copies
+    parent_id: str | None = None
+    #: a probe's first token of its own: ``token_ids[:branch_point]`` are its parent's,
+    #: as sampled (the re-encoded tokens at the cut and the prompt come after)
+    branch_point: int | None = None
 
     @classmethod
     def start(cls, prompt: str, reset_info: dict[str, Any]) -> Trajectory:

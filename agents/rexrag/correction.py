@@ -227,3 +227,29 @@ CORRECTIONS: dict[str, Callable[[CorrectionInputs], Correction]] = {
     "sequence": sequence_correction,
 }
 CORRECTION_MODES = tuple(CORRECTIONS)
+
+
+def originals_under_mixture(correction: Correction, inputs: CorrectionInputs) -> Correction:
+    """The mode's own treatment of originals (official): under ``rexrag`` their
+    behaviour probability is (1-α)·π_old, so their ratios start at 1/(1-α)."""
+    return correction
+
+
+def originals_under_policy(correction: Correction, inputs: CorrectionInputs) -> Correction:
+    """Originals as plain GRPO treats them, whatever the mode does to probes: π_old
+    under the ratio (ratio 1 at θ_old, PPO's trust region centred where it was sampled)
+    and advantage weight 1. Probes keep the mode's mixture."""
+    probe = inputs.is_probe
+    weights = correction.advantage_weights
+    return Correction(
+        torch.where(probe.unsqueeze(-1), correction.behaviour_logprobs, inputs.old_logprobs),
+        torch.where(probe, weights, torch.ones_like(weights)),
+    )
+
+
+#: The ``original_behaviour`` options (``RexRagConfig``): what an original's PPO
+#: denominator and advantage weight are, applied to a correction mode's answer.
+ORIGINAL_BEHAVIOURS: dict[str, Callable[[Correction, CorrectionInputs], Correction]] = {
+    "mixture": originals_under_mixture,
+    "policy": originals_under_policy,
+}

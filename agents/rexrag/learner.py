@@ -17,8 +17,9 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.torch_utils import clip_gradients
 
 from agents.llm.models import save_pretrained_weights
+from agents.rexrag.credit import SUM_SUFFIX, component_sums
 from agents.rexrag.logprobs import response_token_logprobs
-from agents.rexrag.losses import clipped_surrogate, low_var_kl, masked_mean
+from agents.rexrag.losses import clipped_surrogate, clipped_tokens, low_var_kl, masked_mean
 from agents.rexrag.sharding import (
     clip_global_norm,
     gathered_optimizer_state,
@@ -84,7 +85,9 @@ class RexRagLearner(TorchLearner):
     module computes); ``loss_mask`` (MODEL and PROBE_PROMPT tokens: INFO and FEEDBACK
     tokens are never trained); ``behaviour_logprobs`` (log q, the PPO denominator of
     the chosen correction mode); ``reference_logprobs`` (frozen reference policy);
-    ``advantages`` (``[batch]``, GRPO).
+    ``advantages`` (``[batch]``, GRPO); optionally ``credit_component``
+    (:mod:`agents.rexrag.credit` codes), which adds per-component sums of the update's
+    clipping and KL to the statistics.
 
     One ``update`` is one optimizer step over a mini-batch. The mini-batch is split
     into micro-batches of at most ``max_tokens_per_micro_batch`` padded tokens whose
@@ -282,8 +285,8 @@ class RexRagLearner(TorchLearner):
                 if name == "ratio_max":
                     stats[name] = max(stats.get(name, 0.0), value)
                 else:
-                    weight = 1.0 if name == "nonfinite_losses" else share
-                    stats[name] = stats.get(name, 0.0) + weight * value
+                    summed = name == "nonfinite_losses" or name.endswith(SUM_SUFFIX)
+                    stats[name] = stats.get(name, 0.0) + (1.0 if summed else share) * value
         gradients = {pid: p.grad for pid, p in self._params.items() if p.grad is not None}
         nothing_finite = stats.get("nonfinite_losses", 0.0) == real_chunks
         # A step on all-zero gradients would still move the weights (AdamW's momentum and
@@ -329,9 +332,20 @@ class RexRagLearner(TorchLearner):
             config.clip_low,
             config.clip_high,
         )
-        kl = masked_mean(low_var_kl(logprobs, batch["reference_logprobs"]), mask)
+        token_kl = low_var_kl(logprobs, batch["reference_logprobs"])
+        kl = masked_mean(token_kl, mask)
         total = policy_loss + config.kl_coeff * kl
         metrics = {"policy_loss": policy_loss.item(), "kl": kl.item()}
+        if "credit_component" in batch:  # where the update's clipping and drift fall
+            binding = clipped_tokens(
+                logprobs,
+                batch["behaviour_logprobs"],
+                batch["advantages"],
+                config.clip_low,
+                config.clip_high,
+            )
+            per_token = {"clip_fraction_update": binding.float(), "kl": token_kl}
+            metrics.update(component_sums(per_token, mask, batch["credit_component"]))
         if "entropy" in fwd_out:
             entropy = masked_mean(fwd_out["entropy"], mask)
             total = total - config.entropy_coeff * entropy

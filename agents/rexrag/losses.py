@@ -60,12 +60,27 @@ def clipped_surrogate(
     clipped = -advantage * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
     loss = masked_mean(torch.maximum(unclipped, clipped), mask)
     kept = mask.bool()
+    binding = clipped_tokens(logprobs, behaviour_logprobs, advantages, clip_low, clip_high)
     stats = {
         "ratio_mean": masked_mean(ratio.detach(), mask),
         "ratio_max": ratio.detach()[kept].max() if kept.any() else torch.zeros(()),
-        "clip_fraction": masked_mean((clipped > unclipped).float().detach(), mask),
+        "clip_fraction": masked_mean(binding.float(), mask),
     }
     return loss, stats
+
+
+def clipped_tokens(
+    logprobs: torch.Tensor,
+    behaviour_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+) -> torch.Tensor:
+    """``[batch, seq]`` True where :func:`clipped_surrogate`'s clip binds (the token gives
+    no gradient): its ``clip_fraction`` is the masked mean of this."""
+    ratio = torch.exp(logprobs - behaviour_logprobs).detach()
+    advantage = advantages.unsqueeze(-1)
+    return -advantage * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) > -advantage * ratio
 
 
 def low_var_kl(logprobs: torch.Tensor, reference_logprobs: torch.Tensor) -> torch.Tensor:

@@ -85,9 +85,12 @@ class MixedSampler:
         return self._envs
 
     def sample(self, questions: Sequence[QAExample]) -> list[Trajectory]:
-        """Originals (``group_size`` per question, in question order), then the probes."""
+        """Originals (``group_size`` per question, in question order, the k-th of a group
+        named ``question#k``), then the probes (each naming its parent)."""
         options = [{"example": q} for q in questions for _ in range(self.group_size)]
         originals = self.agent.play(self._vector_env(len(options)), options)
+        for index, original in enumerate(originals):
+            original.rollout_id = f"{original.example_id}#{index % self.group_size}"
         self.probe_seconds = 0.0
         if not self.probes:
             return originals

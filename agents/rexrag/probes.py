@@ -114,7 +114,8 @@ def make_probe(
     It keeps every token of ``original`` up to its final ``<answer>`` (earlier turns,
     searches and passages included), appends the exploratory prompt as PROBE_PROMPT
     tokens, and is left unfinished, to be continued by the same policy in an environment
-    reset at the next turn.
+    reset at the next turn. It names its parent (``parent_id``) and where it branches
+    off (``branch_point``: the first token that is not the parent's as sampled).
 
     The cut is exact in text. A BPE tokenizer often merges ``<answer>``'s first bytes
     with what precedes them (``</think><answer>`` samples ``</think`` + ``><`` + …, and
@@ -155,6 +156,9 @@ def make_probe(
         truncated=False,
         finished=False,
         is_probe=True,
+        rollout_id=f"{original.rollout_id}/probe",
+        parent_id=original.rollout_id,
+        branch_point=end,
     )
     probe.extend(boundary_ids, Component.MODEL, [math.nan] * len(boundary_ids))
     probe.extend(

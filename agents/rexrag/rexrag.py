@@ -49,7 +49,8 @@ from agents.llm.seeding import stream_seed
 from agents.llm.vllm_backend import SLEEP_LEVELS
 from agents.llm.vllm_weights import WEIGHT_TRANSPORTS
 from agents.llm_agent import LLMAgent
-from agents.rexrag.correction import CORRECTION_MODES
+from agents.rexrag.correction import CORRECTION_MODES, ORIGINAL_BEHAVIOURS
+from agents.rexrag.credit import PROBE_CREDITS, SUM_SUFFIX, component_means
 from agents.rexrag.env_runner import RexRagEnvRunner, RolloutResult
 from agents.rexrag.learner import RexRagLearner
 from agents.rexrag.learner_batch import build_learner_batch
@@ -63,7 +64,12 @@ from agents.rexrag.probes import (
     update_keep_ratio,
 )
 from agents.rexrag.rl_module import DTYPES, CausalLMModule
-from agents.rexrag.rollout_metrics import env_steps_sampled, episode_stats, rollout_metrics
+from agents.rexrag.rollout_metrics import (
+    doubt_openings,
+    env_steps_sampled,
+    episode_stats,
+    rollout_metrics,
+)
 from agents.rexrag.sharding import LEARNER_SHARDINGS
 from agents.rexrag.token_batch import TokenBatch, select_rows, to_token_batch
 from rexrag_env import SEARCH_QA_ENV_ID, SYNTHWIKI_ENV_ID
@@ -191,6 +197,15 @@ class RexRagSettings:
     correction: str = "rexrag"
     #: Truncation of the ``sequence`` correction's weight.
     sequence_weight_cap: float = 2.0
+    #: Which of a probe's tokens carry loss (:mod:`agents.rexrag.credit`): ``copy``
+    #: (official: all of them, the prefix copied from its parent included), ``masked``
+    #: (not the copied prefix) or ``group_only`` (none: probes count only in their
+    #: group's advantage statistics). docs/credit.md says what each estimates.
+    probe_credit: str = "copy"
+    #: The originals' PPO denominator: ``mixture`` (official: the correction mode's,
+    #: (1-α)·π_old under ``rexrag``) or ``policy`` (π_old and advantage weight 1, as
+    #: in GRPO; probes keep the mode's mixture).
+    original_behaviour: str = "mixture"
     #: Search-enabled turns, then one final turn without search (spec §1.2).
     max_turns: int = DEFAULT_MAX_TURNS
     #: Passages per search (spec §5.1).
@@ -407,6 +422,14 @@ class RexRagConfig(AlgorithmConfig):
             problems.append(
                 f"correction must be one of {CORRECTION_MODES}, got {self.correction!r}"
             )
+        for name, table in (
+            ("probe_credit", PROBE_CREDITS),
+            ("original_behaviour", ORIGINAL_BEHAVIOURS),
+        ):
+            if getattr(self, name) not in table:
+                problems.append(
+                    f"{name} must be one of {tuple(table)}, got {getattr(self, name)!r}"
+                )
         if self.probe_trigger not in PROBE_TRIGGERS:
             problems.append(
                 f"probe_trigger must be one of {PROBE_TRIGGERS}, got {self.probe_trigger!r}"
@@ -631,16 +654,27 @@ class RexRagConfig(AlgorithmConfig):
         Path(path).write_text(yaml.safe_dump(self.to_yaml_dict(), sort_keys=False))
 
     @classmethod
-    def from_yaml(cls, source: str | Path, overrides: dict[str, Any] | None = None) -> RexRagConfig:
+    def from_yaml(
+        cls,
+        source: str | Path,
+        overrides: dict[str, Any] | None = None,
+        *,
+        allow_remote_code: bool = False,
+    ) -> RexRagConfig:
         """A config from a preset name (``tiny-cpu``) or a YAML file, then ``overrides``.
 
         A file may start from another preset or file with ``base: NAME``; its own
-        fields override the base's.
+        fields override the base's. ``vllm_options`` that run outside code
+        (``trust_remote_code``, ``worker_extension_cls``, …) are refused unless
+        ``allow_remote_code`` (``--allow-remote-code``): a config file is data.
         """
+        from agents.llm.remote_code import check_engine_options
+
         values = {**read_config_file(source), **(overrides or {})}
         unknown = sorted(set(values) - set(_BASE_FIELDS) - set(_SETTINGS))
         if unknown:
             raise ValueError(f"config {source}: unknown fields {unknown}")
+        check_engine_options(values.get("vllm_options"), source, allow_remote_code)
         config = cls()
         for name, value in values.items():
             setattr(config, name, value)
@@ -658,6 +692,7 @@ class RexRag(Algorithm):
         super().setup(config)
         self.keep_ratio = config.keep_ratio
         self.questions = load_qa_dataset(config.dataset)
+        self.doubt_openings = doubt_openings(config.prompt_pool())
 
     # -- one iteration ---------------------------------------------------------------
 
@@ -692,6 +727,9 @@ class RexRag(Algorithm):
             sequence_weight_cap=config.sequence_weight_cap,
             clip_low=config.clip_low,
             clip_high=config.clip_high,
+            probe_credit=config.probe_credit,
+            original_behaviour=config.original_behaviour,
+            entropy=scores["entropy"],
         )
         env_steps = env_steps_sampled(trajectories)
         start = time.perf_counter()
@@ -706,10 +744,11 @@ class RexRag(Algorithm):
         keep_ratio_used = self.keep_ratio
         self.keep_ratio = self._next_keep_ratio(prepared.kept_probe_accuracy)
         kept_probes = [trajectories[i] for i in prepared.rows if trajectories[i].is_probe]
-        metrics = rollout_metrics(trajectories, kept_probes)
+        metrics = rollout_metrics(trajectories, kept_probes, self.doubt_openings)
         trained_tokens = float(prepared.columns["loss_mask"].sum())
         metrics.update(prepared.stats)
-        metrics.update(learner_stats)
+        metrics.update({k: v for k, v in learner_stats.items() if not k.endswith(SUM_SUFFIX)})
+        metrics.update(component_means(learner_stats, ("clip_fraction_update", "kl")))
         metrics.update(
             {
                 "keep_ratio": keep_ratio_used,
@@ -827,9 +866,13 @@ class RexRag(Algorithm):
             )
             weight = float(selected["loss_mask"].sum())
             for name, value in _learner_values(results).items():
-                totals[name] = totals.get(name, 0.0) + weight * value
+                summed = name.endswith(SUM_SUFFIX)
+                totals[name] = totals.get(name, 0.0) + (1.0 if summed else weight) * value
             weights += weight
-        return {name: value / max(weights, 1.0) for name, value in totals.items()}
+        return {
+            name: value if name.endswith(SUM_SUFFIX) else value / max(weights, 1.0)
+            for name, value in totals.items()
+        }
 
     # -- fault tolerance and checkpoints ---------------------------------------------
 
@@ -892,15 +935,20 @@ class RexRag(Algorithm):
 def _learner_values(results) -> dict[str, float]:
     """The module's scalar statistics from ``LearnerGroup.update``'s result, over the
     learners: the mean (each learner weights its tokens so that this mean is the token
-    mean), the max of ``ratio_max``, the sum of ``nonfinite_losses``."""
+    mean), the max of ``ratio_max``, the sum of ``nonfinite_losses`` and of the
+    per-component sums (``*_sum``)."""
     values: dict[str, list[float]] = {}
     for result in results:
         for name, value in result.get(DEFAULT_MODULE_ID, {}).items():
             value = value.peek() if hasattr(value, "peek") else value
-            if isinstance(value, (int, float, np.floating)) and name in _LEARNER_METRICS:
+            ours = name in _LEARNER_METRICS or name.endswith(SUM_SUFFIX)
+            if isinstance(value, (int, float, np.floating)) and ours:
                 values.setdefault(name, []).append(float(value))
     over_learners = {"ratio_max": max, "nonfinite_losses": sum}
-    return {name: float(over_learners.get(name, np.mean)(v)) for name, v in values.items()}
+    return {
+        name: float((sum if name.endswith(SUM_SUFFIX) else over_learners.get(name, np.mean))(v))
+        for name, v in values.items()
+    }
 
 
 _LEARNER_METRICS = (

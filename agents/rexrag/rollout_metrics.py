@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from agents.trajectory import Component, Trajectory
+from rexrag_env.protocol import THINK_OPEN
 
 
 def dead_end_fraction(trajectories: Sequence[Trajectory]) -> float:
@@ -23,18 +24,64 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if len(values) else 0.0
 
 
+#: Words of an exploratory prompt's opening that mark a doubt in a policy's own text.
+DOUBT_OPENING_WORDS = 4
+
+
+def doubt_openings(prompts: Sequence[str], words: int = DOUBT_OPENING_WORDS) -> list[str]:
+    """The first ``words`` words of each exploratory prompt after its ``<think>``
+    ("Wait, I may have", "Let me double-check: perhaps", …): the phrases by which a
+    policy's own text shows a doubt (the pool is also what the SynthWiki warm starts
+    doubt with)."""
+    openings = {" ".join(p.removeprefix(THINK_OPEN).split()[:words]) for p in prompts}
+    return sorted(opening for opening in openings if opening)
+
+
+def self_doubt_rate(originals: Sequence[Trajectory], openings: Sequence[str]) -> float:
+    """The share of ``originals`` whose own text (their actions) contains a doubt's
+    opening: how often the policy doubts without a probe's prompt."""
+    doubting = [
+        any(opening in turn.action for turn in t.turns for opening in openings) for t in originals
+    ]
+    return _mean(doubting)
+
+
+def group_outcomes(
+    originals: Sequence[Trajectory], kept_probes: Sequence[Trajectory]
+) -> dict[str, float]:
+    """``rescued_groups``: questions whose originals are all wrong and that a right kept
+    probe rescues (the groups where a probe turns the originals' advantages negative);
+    ``right_probes_in_solved_groups``: right kept probes of questions an original had
+    already answered (their credit only competes with the right originals')."""
+    solved: dict[str, bool] = {}
+    for t in originals:
+        solved[t.example_id] = solved.get(t.example_id, False) or t.correct
+    rescued = {t.example_id for t in kept_probes if t.correct and not solved.get(t.example_id)}
+    return {
+        "rescued_groups": float(len(rescued)),
+        "right_probes_in_solved_groups": float(
+            sum(t.correct and solved.get(t.example_id, False) for t in kept_probes)
+        ),
+    }
+
+
 def rollout_metrics(
-    trajectories: Sequence[Trajectory], kept_probes: Sequence[Trajectory]
+    trajectories: Sequence[Trajectory],
+    kept_probes: Sequence[Trajectory],
+    openings: Sequence[str] = (),
 ) -> dict[str, float]:
     """Accuracy, dead ends, probing and behaviour statistics of one iteration's sample.
 
     ``trajectories``: every sampled trajectory (originals and all spawned probes);
-    ``kept_probes``: the probes the filter kept for the update.
+    ``kept_probes``: the probes the filter kept for the update; ``openings``: the doubt
+    phrases of :func:`self_doubt_rate` (:func:`doubt_openings` of the pool).
     """
     originals = [t for t in trajectories if not t.is_probe]
     probes = [t for t in trajectories if t.is_probe]
     turns = sum(t.num_turns for t in trajectories)
     return {
+        **group_outcomes(originals, kept_probes),
+        "self_doubt_rate": self_doubt_rate(originals, openings),
         "accuracy_original": _mean([t.correct for t in originals]),
         "accuracy_probe": _mean([t.correct for t in probes]),
         "accuracy_probe_kept": _mean([t.correct for t in kept_probes]),

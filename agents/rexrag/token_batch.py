@@ -41,6 +41,11 @@ class TokenBatch:
         response_start: ``[batch]`` index of the first response token (prompt length).
         prompt_start: ``[batch]`` index of a probe's first PROBE_PROMPT token (the row
             length for originals).
+        parent_row: ``[batch]`` a probe's parent's row in this batch; -1 for originals
+            and for a probe whose parent is not in the batch.
+        branch_point: ``[batch]`` a probe's first token of its own (the tokens from
+            ``response_start`` up to it are its parent's, as sampled); ``response_start``
+            for originals, all of whose response is their own.
     """
 
     input_ids: np.ndarray
@@ -55,13 +60,22 @@ class TokenBatch:
     probe_eligible: np.ndarray
     response_start: np.ndarray
     prompt_start: np.ndarray
+    parent_row: np.ndarray
+    branch_point: np.ndarray
 
     def __len__(self) -> int:
         return len(self.rewards)
 
     def select(self, rows: Sequence[int] | np.ndarray) -> TokenBatch:
-        """The batch restricted to ``rows`` (in that order), trimmed to its longest row."""
-        return TokenBatch(**select_rows(vars(self), np.asarray(rows, dtype=np.int64)))
+        """The batch restricted to ``rows`` (in that order), trimmed to its longest row;
+        a probe's ``parent_row`` follows its parent to its new row (-1 if not selected)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        selected = TokenBatch(**select_rows(vars(self), rows))
+        new_row = np.full(len(self), -1, dtype=np.int64)
+        new_row[rows] = np.arange(len(rows))
+        has_parent = selected.parent_row >= 0
+        selected.parent_row = np.where(has_parent, new_row[selected.parent_row], -1)
+        return selected
 
 
 def select_rows(columns: dict[str, Any], rows) -> dict[str, Any]:
@@ -108,6 +122,7 @@ def to_token_batch(trajectories: Sequence[Trajectory]) -> TokenBatch:
     prompt_mask = components == Component.PROBE_PROMPT
     lengths = np.array([len(t.token_ids) for t in trajectories], dtype=np.int64)
     first_prompt_token = np.where(prompt_mask.any(-1), prompt_mask.argmax(-1), lengths)
+    response_start = np.array([t.prompt_length for t in trajectories], dtype=np.int64)
     return TokenBatch(
         input_ids=input_ids,
         attention_mask=(components != Component.PAD).astype(np.int64),
@@ -119,6 +134,24 @@ def to_token_batch(trajectories: Sequence[Trajectory]) -> TokenBatch:
         group_ids=group_ids_by_question(trajectories),
         is_probe=np.array([t.is_probe for t in trajectories], dtype=bool),
         probe_eligible=np.array([t.probe_eligible for t in trajectories], dtype=bool),
-        response_start=np.array([t.prompt_length for t in trajectories], dtype=np.int64),
+        response_start=response_start,
         prompt_start=first_prompt_token.astype(np.int64),
+        parent_row=parent_rows(trajectories),
+        branch_point=np.array(
+            [
+                t.branch_point if t.is_probe and t.branch_point is not None else start
+                for t, start in zip(trajectories, response_start, strict=True)
+            ],
+            dtype=np.int64,
+        ),
+    )
+
+
+def parent_rows(trajectories: Sequence[Trajectory]) -> np.ndarray:
+    """``[batch]`` the row of each probe's parent (by ``rollout_id``), -1 for originals
+    and for probes whose parent is not among ``trajectories``."""
+    row_of = {t.rollout_id: row for row, t in enumerate(trajectories) if t.rollout_id}
+    return np.array(
+        [row_of.get(t.parent_id, -1) if t.parent_id else -1 for t in trajectories],
+        dtype=np.int64,
     )

@@ -62,3 +62,16 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
             f"paired results need one value per seed on both sides: {len(a)} != {len(b)}"
         )
     return mean_interval([x - y for x, y in zip(a, b, strict=True)], confidence)
+
+
+def proportion_interval(successes: int, n: int, confidence: float = 0.95) -> Interval:
+    """The Wilson score interval of a proportion ``successes / n``: unlike the normal
+    approximation it stays inside [0, 1] and is honest at rates near 0, e.g. "continues
+    after the first hop in at most 2% of rollouts" from 0 or 3 of 500 (``n``: 1 or more)."""
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"a proportion needs 0 <= successes <= n and n >= 1, got {successes}/{n}")
+    z = stats.norm.ppf((1 + confidence) / 2)
+    rate = successes / n
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return Interval(rate, max(0.0, centre - half), min(1.0, centre + half), n)

@@ -12,9 +12,12 @@ from pathlib import Path
 from agents.warm_start.real_qa_policy import RealQAWarmStart
 from agents.warm_start.store import WarmStartRecipe, build_warm_start
 from agents.warm_start.synthwiki_policy import TINY_BASE, SynthWikiWarmStart
+from agents.warm_start.synthwiki_trap import SynthWikiTrapWarmStart
 
 WARM_STARTS: dict[str, WarmStartRecipe] = {
     "tiny-synthwiki": SynthWikiWarmStart(base=TINY_BASE),
+    # stuck on multi-hop questions, fluent in the exploratory prompts
+    "tiny-synthwiki-trap": SynthWikiTrapWarmStart(),
     # a pretrained LM learns the format in a few dozen steps; each costs ~10 s on 2 cores
     "smollm2-synthwiki": SynthWikiWarmStart(
         base="smollm2-135m", steps=40, lr=1e-4, batch_size=8, repeats=1

@@ -118,16 +118,7 @@ def synthwiki_demonstrations(
     tokenizer, recipe: SynthWikiWarmStart, dataset: str = "synthwiki/train"
 ) -> list[Trajectory]:
     """The recipe's token demonstrations on ``dataset`` (a split with evidence chains)."""
-    from rexrag_env.env import SearchQAEnv
-
-    env = SearchQAEnv(
-        dataset=dataset, retriever="synthwiki", max_turns=recipe.max_turns, topk=recipe.topk
-    )
-    if not all("hops" in example.metadata for example in env.examples):
-        raise ValueError(
-            f"dataset {dataset!r} has no evidence chains (metadata 'hops'): "
-            "the demonstrators follow them; use a SynthWiki split"
-        )
+    env = synthwiki_env(dataset, recipe.max_turns, recipe.topk)
 
     def demonstrator(rng: random.Random):
         overconfident = rng.random() < recipe.overconfident_share
@@ -152,14 +143,37 @@ def synthwiki_demonstrations(
     )
 
 
-def tiny_synthwiki_base_path() -> Path:
-    """The untrained tiny Qwen2 with a SynthWiki tokenizer (seed 0), built once (seconds)."""
+def synthwiki_env(dataset: str, max_turns: int, topk: int):
+    """A ``SearchQAEnv`` on ``dataset`` over the SynthWiki corpus, for demonstrators that
+    follow evidence chains (refused for a split without them)."""
+    from rexrag_env.env import SearchQAEnv
+
+    env = SearchQAEnv(dataset=dataset, retriever="synthwiki", max_turns=max_turns, topk=topk)
+    if not all("hops" in example.metadata for example in env.examples):
+        raise ValueError(
+            f"dataset {dataset!r} has no evidence chains (metadata 'hops'): "
+            "the demonstrators follow them; use a SynthWiki split"
+        )
+    return env
+
+
+def tiny_base_path(alias: str, texts: list[str]) -> Path:
+    """An untrained tiny Qwen2 (seed 0, :data:`TINY_SYNTHWIKI_ARCHITECTURE`) whose
+    tokenizer is trained on ``texts``, built once (seconds) under a name that hashes
+    the architecture and the texts: two tokenizers never share a cache entry."""
     from agents.llm.tiny import build_tiny_model
     from rexrag_env.cache import build_once, cache_dir
-    from rexrag_env.synthwiki import VERSION, synthwiki_texts
+    from rexrag_env.synthwiki import VERSION
 
-    name = f"{TINY_BASE}-{VERSION}-{digest(TINY_SYNTHWIKI_ARCHITECTURE)}"
+    name = f"{alias}-{VERSION}-{digest({'tiny': TINY_SYNTHWIKI_ARCHITECTURE, 'texts': texts})}"
     return build_once(
         cache_dir() / "models" / name,
-        lambda tmp: build_tiny_model(tmp, texts=synthwiki_texts(), **TINY_SYNTHWIKI_ARCHITECTURE),
+        lambda tmp: build_tiny_model(tmp, texts=texts, **TINY_SYNTHWIKI_ARCHITECTURE),
     )
+
+
+def tiny_synthwiki_base_path() -> Path:
+    """The untrained tiny Qwen2 with a SynthWiki tokenizer (seed 0), built once (seconds)."""
+    from rexrag_env.synthwiki import synthwiki_texts
+
+    return tiny_base_path(TINY_BASE, synthwiki_texts())

@@ -178,9 +178,11 @@ def test_the_probe_cut_is_exact_in_text_on_real_bpe_tokenizers(request, tokenize
 
     tokenizer = request.getfixturevalue(tokenizer_name)
     original = answered(tokenizer, action)
+    original.rollout_id = "q#0"
     prompt = default_exploratory_prompts()[0]
     prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
     probe = make_probe(original, prompt, prompt_ids, tokenizer)
+    assert (probe.parent_id, probe.rollout_id) == ("q#0", "q#0/probe")
 
     start = probe.components.index(Component.PROBE_PROMPT)
     response = probe.token_ids[probe.prompt_length : start]
@@ -195,6 +197,15 @@ def test_the_probe_cut_is_exact_in_text_on_real_bpe_tokenizers(request, tokenize
     assert probe.token_ids[:kept] == original.token_ids[:kept]
     assert start - kept <= 3
     assert to_token_batch([probe]).sampler_scored[0, :start].sum() == kept
+    # the branch point is the first token that is not the parent's as sampled: the
+    # re-encoded straddling tokens belong to the probe's own part
+    assert probe.branch_point == kept
+    assert probe.token_ids[kept:] != original.token_ids[kept : len(probe.token_ids)]
+    batch = to_token_batch([original, probe])
+    assert batch.parent_row.tolist() == [-1, 0]
+    assert batch.branch_point.tolist() == [original.prompt_length, kept]
+    assert batch.select([1]).parent_row.tolist() == [-1]  # its parent was not selected
+    assert batch.select([1, 0]).parent_row.tolist() == [1, -1]
 
 
 def test_the_shapes_really_straddle_a_token_boundary(smollm2_tokenizer, byte_level_bpe):

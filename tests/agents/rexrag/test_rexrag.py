@@ -68,6 +68,25 @@ def test_probes_are_labelled_and_share_their_group(answering_model_dir, capital_
         siblings = {group_ids[index[id(t)]] for t in originals if t.example_id == probe.example_id}
         assert siblings == {group_ids[index[id(probe)]]} == {group_ids[index[id(parents[0])]]}
         assert Component.MODEL in labels[start + length :]  # the policy continued
+    # each probe names its parent, and the batch links them through any selection
+    batch = to_token_batch(result.trajectories)
+    for row in np.flatnonzero(batch.is_probe):
+        probe, parent = result.trajectories[row], result.trajectories[batch.parent_row[row]]
+        assert parent in eligible and probe.parent_id == parent.rollout_id
+        branch = probe.branch_point
+        assert probe.token_ids[:branch] == parent.token_ids[:branch]
+        assert batch.branch_point[row] == branch <= start_of_prompt(probe)
+    rows = np.flatnonzero(batch.is_probe | (np.arange(len(batch)) % 2 == 0))
+    selected = batch.select(rows[::-1])
+    for new_row, old_row in enumerate(rows[::-1]):
+        parent = batch.parent_row[old_row]
+        moved = np.flatnonzero(rows[::-1] == parent)
+        expected = int(moved[0]) if parent >= 0 and len(moved) else -1
+        assert selected.parent_row[new_row] == expected
+
+
+def start_of_prompt(probe) -> int:
+    return probe.components.index(Component.PROBE_PROMPT)
 
 
 @pytest.fixture(scope="module")
