@@ -1,0 +1,123 @@
+"""The device check (``benchmarks/gpu_check.py``): ``--smoke`` runs every part on CPU
+with what the GPU machine has installed, and the check fails where it must."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import gpu_check
+from benchmarks.gpu_check import MODELS, Row, agreement_rows, qwen2_config
+from tests.device_env import run_on_device_python
+
+RUN_THE_CHECK = "import sys\nfrom benchmarks.gpu_check import main\nsys.exit(main(sys.argv[1:]))"
+
+
+def test_the_smoke_check_passes_with_only_what_the_device_has(tmp_path):
+    """Torch, transformers, their requirements and the carried wheels: no Ray, vLLM or
+    any other package. Every part runs; only the CUDA memory row has nothing to measure."""
+    report_path = tmp_path / "gpu_check.json"
+    result = run_on_device_python(RUN_THE_CHECK, "--smoke", "--json", str(report_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(report_path.read_text())
+    rows = report["rows"]
+    assert report["passed"] and report["environment"]["device"] == "cpu"
+    assert {row["part"] for row in rows} == {
+        "a learner step",
+        "b generation",
+        "c log-probs",
+        "d pure math",
+    }
+    assert [row["what"] for row in rows if row["result"] != "PASS"] == [
+        "peak CUDA memory of the step vs rexrag plan (fsdp, 1 GPU)"
+    ]
+    planted = [row for row in rows if row["what"].startswith("planted")]
+    assert len(planted) == 2  # the off-by-one and the wrong temperature, both caught
+    assert "| c log-probs | tiny | planted off-by-one" in result.stdout
+
+
+def sampled_rows(logprobs: np.ndarray, prompt_length: int = 3):
+    """A batch whose MODEL tokens were sampled with ``logprobs`` (``[rows, tokens]``)."""
+    from agents.rexrag.token_batch import to_token_batch
+    from agents.trajectory import Component, Trajectory
+
+    trajectories = []
+    for row, sampled in enumerate(logprobs.tolist()):
+        trajectories.append(
+            Trajectory(
+                example_id=f"q{row}",
+                question="",
+                golden_answers=[],
+                data_source="test",
+                token_ids=list(range(1, prompt_length + len(sampled) + 1)),
+                components=[int(Component.PROMPT)] * prompt_length
+                + [int(Component.MODEL)] * len(sampled),
+                sampling_logprobs=[0.0] * prompt_length + sampled,
+                prompt_length=prompt_length,
+            )
+        )
+    return to_token_batch(trajectories)
+
+
+PEAK = {"mean_max_prob": 0.5, "sampled_prob": 0.5}
+
+
+def results(rows: list[Row]) -> list[str]:
+    return [row.result for row in rows]
+
+
+def test_a_learner_that_scores_one_position_off_fails_the_check():
+    """Peaked log-probs: the real row passes when the learner agrees and fails when it
+    reads one position off; the planted rows are caught as long as the logits vary."""
+    rng = np.random.default_rng(0)
+    batch = sampled_rows(np.log(rng.uniform(0.05, 1.0, (4, 12))))
+    agreeing = batch.sampling_logprobs + 1e-3 * batch.loss_mask
+    assert results(agreement_rows("t", batch, agreeing, agreeing - 0.3, PEAK)) == ["PASS"] * 3
+
+    one_off = np.zeros_like(batch.sampling_logprobs)
+    one_off[:, :-1] = batch.sampling_logprobs[:, 1:]
+    assert results(agreement_rows("t", batch, one_off, agreeing - 0.3, PEAK))[0] == "FAIL"
+
+
+def test_near_uniform_logits_hide_the_planted_bugs():
+    """What random weights give without peaking: every token at -log V, so an
+    off-by-one and a wrong temperature change nothing, and the check says so."""
+    batch = sampled_rows(np.full((4, 12), -np.log(151936.0)))
+    rows = agreement_rows("t", batch, batch.sampling_logprobs, batch.sampling_logprobs, PEAK)
+    assert results(rows) == ["PASS", "FAIL", "FAIL"]
+
+
+def test_a_failed_or_raising_part_makes_the_command_exit_1(monkeypatch, tmp_path, capsys):
+    def fails(name, shape, sizes, device, rows):
+        rows.append(Row("b generation", name, "tokens/s", "1", "2", "FAIL"))
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(gpu_check, "check_model", fails)
+    report_path = tmp_path / "report.json"
+    assert gpu_check.main(["--smoke", "--json", str(report_path)]) == 1
+    report = json.loads(report_path.read_text())
+    assert not report["passed"]
+    assert [row["what"] for row in report["rows"]] == ["tokens/s", "the check raised"]
+    assert "RuntimeError('CUDA out of memory')" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("name", "billions"), [("0.5b", 0.49), ("1.5b", 1.54), ("3b", 3.09)])
+def test_the_checked_models_have_qwen25s_shapes(name, billions):
+    """The published sizes; ``qwen2_config`` refuses a config whose shape differs from
+    what the plan counts."""
+    config = qwen2_config(MODELS[name])
+    assert config.vocab_size == 151936 and config.tie_word_embeddings
+    assert round(MODELS[name].num_params / 1e9, 2) == billions
+
+
+def test_peaked_logits_have_the_target_top_probability():
+    device = torch.device("cpu")
+    model = gpu_check.random_model(MODELS["tiny"], device)
+    prompts = torch.tensor(gpu_check.random_prompts(4, 16, MODELS["tiny"].vocab, 0, False))
+    gpu_check.peak_logits(model, prompts, temperature=0.7, max_prob=0.5)
+    with torch.no_grad():
+        logits = model(input_ids=prompts).logits[:, -8:].float() / 0.7
+    assert torch.softmax(logits, -1).max(-1).values.mean().item() == pytest.approx(0.5, abs=1e-3)
