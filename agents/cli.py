@@ -36,7 +36,10 @@ def _add_index_command(commands) -> None:
         "--device", default=None, help="encoder device (default: cuda if available)"
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace an existing index directory"
+        "--overwrite",
+        action="store_true",
+        help="replace an existing index (a directory holding rexrag_index.json); a "
+        "non-empty directory that is not an index is never replaced",
     )
     parser.set_defaults(run=_run_index)
 
@@ -75,6 +78,26 @@ def _add_index_source_arguments(parser) -> None:
     parser.add_argument(
         "--encoder", help="query encoder of a bare FAISS file, e.g. intfloat/e5-base-v2"
     )
+    parser.add_argument(
+        "--trust-index",
+        action="store_true",
+        help="open a rexrag index whose signed rexrag_index.json fails its check (edited, "
+        "or built by someone else): it decides which corpus file is read",
+    )
+
+
+def _open_index(args: argparse.Namespace):
+    """The retriever ``--index`` names; with ``--trust-index``, a rexrag index opened
+    without checking its manifest's signature."""
+    from rexrag_env.retrieval.factory import make_retriever
+
+    if not args.trust_index:
+        return make_retriever(args.index, args.corpus, args.encoder)
+    from rexrag_env.retrieval.index import load_retriever
+
+    if not os.path.exists(args.index):
+        raise ValueError(f"--trust-index goes with an index path; {args.index!r} is none")
+    return load_retriever(args.index, args.corpus, args.encoder, trust_index=True)
 
 
 def _add_search_command(commands) -> None:
@@ -96,9 +119,8 @@ def _add_search_command(commands) -> None:
 
 def _run_search(args: argparse.Namespace) -> int:
     from rexrag_env.protocol import format_passages
-    from rexrag_env.retrieval.factory import make_retriever
 
-    retriever = make_retriever(args.index, args.corpus, args.encoder)
+    retriever = _open_index(args)
     results = retriever.search(args.queries, args.topk)
     for query, passages in zip(args.queries, results, strict=True):
         if args.json:
@@ -118,7 +140,23 @@ def _run_search(args: argparse.Namespace) -> int:
 
 
 def _add_serve_command(commands) -> None:
-    parser = commands.add_parser("serve", help="serve an index over HTTP (Search-R1 compatible)")
+    from rexrag_env.retrieval.server import (
+        MAX_ACTIVE_REQUESTS,
+        MAX_PASSAGES_PER_REQUEST,
+        MAX_REQUEST_BYTES,
+        MAX_TOPK,
+    )
+
+    parser = commands.add_parser(
+        "serve",
+        help="serve an index over HTTP (Search-R1 compatible)",
+        description="Serve an index over HTTP: POST /retrieve (Search-R1's format), GET "
+        f"/health. Bounds per request: a body of {MAX_REQUEST_BYTES // 2**20} MiB, topk "
+        f"{MAX_TOPK}, queries x topk {MAX_PASSAGES_PER_REQUEST} passages (HTTP 413 "
+        f"beyond); {MAX_ACTIVE_REQUESTS} requests are answered at once, the others wait. "
+        "There is no authentication: keep the default loopback host, or serve on a "
+        "private network.",
+    )
     parser.add_argument(
         "--index",
         default=DEFAULT_RETRIEVER,
@@ -131,27 +169,32 @@ def _add_serve_command(commands) -> None:
         default="127.0.0.1",
         help="address to bind (default loopback; 0.0.0.0 exposes it to the network)",
     )
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="1-65535 (default 8000)")
     parser.add_argument(
         "--topk",
         type=int,
         default=DEFAULT_TOPK,
-        help="passages per query when a request sends no topk (Search-R1 sends null)",
+        help=f"passages per query when a request sends no topk (Search-R1 sends null): 1 to "
+        f"{MAX_TOPK} and at most the corpus size",
     )
     parser.set_defaults(run=_run_serve)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from rexrag_env.retrieval.factory import make_retriever
     from rexrag_env.retrieval.server import serve
 
-    retriever = make_retriever(args.index, args.corpus, args.encoder)
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
+    retriever = _open_index(args)
+    corpus = getattr(retriever, "corpus", None)
+    source = getattr(corpus, "source", None)
+    # said here, to the operator, and never on /health
     print(
-        f"serving {args.index} ({len(retriever.corpus)} passages) on "
+        f"serving {args.index} ({len(corpus)} passages of {source}) on "
         f"http://{args.host}:{args.port}/retrieve",
         flush=True,
     )
-    serve(retriever, args.host, args.port, {"index": str(args.index)}, default_topk=args.topk)
+    serve(retriever, args.host, args.port, default_topk=args.topk)
     return 0
 
 
@@ -178,18 +221,64 @@ def _run_quickstart(args: argparse.Namespace) -> int:
 
 
 def _add_config_arguments(parser, default: str) -> None:
-    """``--config PRESET_OR_YAML`` and ``key=value`` overrides: one RexRagConfig."""
+    """``--config PRESET_OR_YAML``, ``key=value`` overrides and ``--allow-remote-code``:
+    one RexRagConfig (:func:`_load_config`)."""
+    from agents.llm.remote_code import ALLOW_FLAG
+
     parser.add_argument(
-        "--config",
-        "--preset",
-        default=default,
-        help=f"preset name (default {default}) or YAML file",
+        "--config", "--preset", help=f"preset name (default {default}) or YAML file"
     )
     parser.add_argument(
         "overrides",
         nargs="*",
         metavar="key=value",
         help="config fields to override, e.g. group_size=8 correction=sequence",
+    )
+    parser.add_argument(
+        ALLOW_FLAG,
+        action="store_true",
+        help="let the config set vllm_options that run code from outside rexrag and vLLM "
+        "(trust_remote_code, hf_overrides, worker_extension_cls, ...)",
+    )
+    parser.set_defaults(default_config=default)
+
+
+def _config_name(args: argparse.Namespace) -> str:
+    """The preset or YAML file ``--config`` names, or the command's default."""
+    return args.config or args.default_config
+
+
+def _load_config(args: argparse.Namespace):
+    """The RexRagConfig of ``--config``, the overrides and ``--allow-remote-code``."""
+    from agents.rexrag import RexRagConfig
+
+    return RexRagConfig.from_yaml(
+        _config_name(args),
+        parse_overrides(args.overrides),
+        allow_remote_code=args.allow_remote_code,
+    )
+
+
+def _refuse_config_with_resume(args: argparse.Namespace) -> None:
+    """``tune --resume`` continues with the sweep's own settings: a ``--config`` or an
+    override given with it would be ignored, so it is an error, not a silent no-op."""
+    given = ([f"--config {args.config}"] if args.config else []) + list(args.overrides)
+    if given:
+        raise ValueError(
+            f"--resume continues with the config saved in the run directory; {given} would "
+            "be ignored: drop them, or start a new run with them"
+        )
+
+
+def _add_trust_checkpoint_argument(parser) -> None:
+    from agents.runs.checkpoint_guard import TRUST_FLAG
+
+    parser.add_argument(
+        TRUST_FLAG,
+        action="store_true",
+        help="with --resume: restore checkpoints that fail the signature check (written "
+        "by someone else, edited, or left by a killed sweep). Restoring unpickles them, "
+        "which runs any code they hold: only for runs you trust",
     )
 
 
@@ -212,8 +301,13 @@ def _add_train_command(commands) -> None:
         help="keep only the newest N complete checkpoints (default: all)",
     )
     parser.add_argument(
-        "--resume", action="store_true", help="continue the run in --checkpoint-dir"
+        "--resume",
+        action="store_true",
+        help="continue the run in --checkpoint-dir with its own config.yaml (a --config or "
+        "overrides that would change it are refused); only checkpoints signed with your key "
+        "(~/.config/rexrag/secret.key, $REXRAG_SECRET_FILE) are restored",
     )
+    _add_trust_checkpoint_argument(parser)
     parser.add_argument("--logger", default="tensorboard", help=LOGGER_HELP)
     parser.set_defaults(run=_run_train)
 
@@ -241,19 +335,24 @@ def parse_overrides(pairs: Sequence[str]) -> dict:
 def _run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from agents.rexrag import RexRagConfig
     from agents.rexrag.rexrag import RolloutFailedError
     from agents.runs.trackers import parse_tracker_names
     from agents.runs.training_run import train
 
-    config = RexRagConfig.from_yaml(args.config, parse_overrides(args.overrides))
     trackers = parse_tracker_names(args.logger)
-    if args.checkpoint_dir is None:
-        if args.resume:
+    if args.resume:
+        if args.checkpoint_dir is None:
             raise ValueError("--resume needs the --checkpoint-dir of the run to continue")
-        name = Path(args.config).stem
+        # given with --resume, --config and overrides must equal the run's (train checks)
+        config = _load_config(args) if args.config or args.overrides else None
+        source = str(Path(args.checkpoint_dir) / "config.yaml")
+    else:
+        config = _load_config(args)
+        source = _config_name(args)
+    if args.checkpoint_dir is None:
+        name = Path(source).stem
         args.checkpoint_dir = str(Path("out/train") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    print(f"rexrag train: {args.config} -> {args.checkpoint_dir} ({args.stop_iters} iterations)")
+    print(f"rexrag train: {source} -> {args.checkpoint_dir} ({args.stop_iters} iterations)")
     try:
         train(
             config,
@@ -262,6 +361,8 @@ def _run_train(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every,
             keep_checkpoints=args.keep_checkpoints,
             resume=args.resume,
+            trust_checkpoint=args.trust_checkpoint,
+            allow_remote_code=args.allow_remote_code,
             trackers=trackers,
         )
     except KeyboardInterrupt:
@@ -300,10 +401,9 @@ def _add_plan_command(commands) -> None:
 
 def _run_plan(args: argparse.Namespace) -> int:
     """Print the plan; exit 0 whether or not it fits (the table says which layouts do)."""
-    from agents.rexrag import RexRagConfig
     from agents.runs.memory_plan import model_shape, plan_memory, render_plan
 
-    config = RexRagConfig.from_yaml(args.config, parse_overrides(args.overrides))
+    config = _load_config(args)
     gpus = args.gpus if args.gpus is not None else max(1, config.num_learners)
     plan = plan_memory(config, model_shape(config.llm), gpus=gpus, gpu_memory_gb=args.gpu_memory)
     print(render_plan(plan))
@@ -418,18 +518,24 @@ def _add_tune_command(commands) -> None:
     parser.add_argument("--max-concurrent", type=int, default=None, help="trials at once")
     parser.add_argument("--out", default="out/tune", help="the sweep directory")
     parser.add_argument(
-        "--resume", action="store_true", help="continue the interrupted sweep in --out"
+        "--resume",
+        action="store_true",
+        help="continue the interrupted sweep in --out with its own settings (no --config "
+        "or overrides); only a sweep signed with your key when it stopped is resumed "
+        "(a killed one needs --trust-checkpoint)",
     )
+    _add_trust_checkpoint_argument(parser)
     parser.add_argument("--logger", default="tensorboard", help=LOGGER_HELP)
     parser.set_defaults(run=_run_tune)
 
 
 def _run_tune(args: argparse.Namespace) -> int:
-    from agents.rexrag import RexRagConfig
     from agents.runs.trackers import parse_tracker_names
     from tuning.sweep import SweepInterruptedError, run_sweep
 
-    base = RexRagConfig.from_yaml(args.config, parse_overrides(args.overrides))
+    if args.resume:
+        _refuse_config_with_resume(args)
+    base = None if args.resume else _load_config(args)
     try:
         summary = run_sweep(
             base,
@@ -443,6 +549,8 @@ def _run_tune(args: argparse.Namespace) -> int:
             max_concurrent_trials=args.max_concurrent,
             loggers=parse_tracker_names(args.logger),
             resume=args.resume,
+            trust_checkpoint=args.trust_checkpoint,
+            allow_remote_code=args.allow_remote_code,
         )
     except SweepInterruptedError as error:
         print(f"rexrag tune: {error}", file=sys.stderr)
@@ -512,12 +620,16 @@ def _add_eval_command(commands) -> None:
         "--limit", type=int, default=None, help="questions per dataset (default all)"
     )
     parser.add_argument("--batch-size", type=int, default=16, help="episodes played at once")
-    parser.add_argument("--out", default="out/eval", help="results directory (re-run to resume)")
+    parser.add_argument(
+        "--out",
+        default="out/eval",
+        help="results directory (re-run to resume; another agent, model or policy is refused)",
+    )
     parser.set_defaults(run=_run_eval)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from agents.evaluation import EvalProtocol, evaluate, make_agent
+    from agents.evaluation import AgentIdentity, EvalProtocol, evaluate, make_agent
 
     datasets = tuple(name.strip() for name in args.datasets.split(",") if name.strip())
     overrides = {name: getattr(args, name) for name in _PROTOCOL_FLAGS}
@@ -539,7 +651,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     agent = make_agent(
         args.agent, protocol, model=args.model, base_url=args.base_url, backend=args.backend
     )
-    evaluate(agent, protocol, args.out, batch_size=args.batch_size)
+    identity = AgentIdentity.of(args.agent, args.model)
+    evaluate(agent, protocol, args.out, batch_size=args.batch_size, identity=identity)
     print(f"results in {args.out}/ (per-question <dataset>.jsonl, summary.md, summary.json)")
     return 0
 

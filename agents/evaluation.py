@@ -4,7 +4,9 @@ Results of search agents are only comparable when corpus, retriever, top-k, turn
 budget, decoding and the EM definition are the same; the harness fixes them in an
 :class:`EvalProtocol`, prints it in the report header and stores it next to the results.
 Per-question records are appended to one JSONL file per dataset as soon as they
-exist, so an interrupted run loses nothing and a re-run skips what is done.
+exist, so an interrupted run loses nothing and a re-run skips what is done; the agent
+that wrote them (:class:`AgentIdentity`) is stored with the protocol, so a re-run with
+another agent, model or policy is refused instead of mixed in.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from rexrag_env.protocol import (
 from rexrag_env.retrieval.base import Retriever
 from rexrag_env.retrieval.factory import make_retriever
 from rexrag_env.reward import SCORE_NAMES
+from rexrag_env.signing import tree_digest
 from rexrag_env.vector import SearchQAVectorEnv
 
 METRICS = SCORE_NAMES
@@ -65,6 +68,30 @@ class EvalProtocol:
             f"decoding={self.decoding} questions={limit} per dataset\n"
             f"metric: {self.metric}"
         )
+
+
+@dataclass(frozen=True)
+class AgentIdentity:
+    """Which agent wrote an evaluation's records: its kind (``rexrag eval --agent``),
+    model (alias, hub name, path or served name) and, for a model directory, the
+    SHA-256 of its files (the same path holds another policy after more training)."""
+
+    kind: str
+    model: str | None = None
+    policy_digest: str | None = None
+
+    @classmethod
+    def of(cls, kind: str, model: str | Path | None = None) -> AgentIdentity:
+        """The identity of agent ``kind`` playing ``model`` (digested if a directory)."""
+        if model is None:
+            return cls(kind)
+        digest = tree_digest(Path(model)) if Path(model).is_dir() else None
+        return cls(kind, str(model), digest)
+
+    def describe(self) -> str:
+        model = f" model {self.model}" if self.model else ""
+        digest = f" (files sha256 {self.policy_digest[:12]})" if self.policy_digest else ""
+        return f"agent {self.kind}{model}{digest}"
 
 
 def protocol_llm_agent(model: str, protocol: EvalProtocol, backend: str = "hf") -> LLMAgent:
@@ -223,6 +250,35 @@ def format_summary(summary: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def check_same_evaluation(
+    protocol_file: Path, protocol: EvalProtocol, identity: AgentIdentity | None
+) -> None:
+    """Raise ``ValueError`` when ``protocol_file`` records another protocol or agent than
+    the ones about to add records beside it (naming both agents)."""
+    if not protocol_file.is_file():
+        return
+    stored = json.loads(protocol_file.read_text())
+    stored_agent = stored.pop("agent", "unrecorded")
+    if stored != json.loads(json.dumps(asdict(protocol))):
+        raise ValueError(
+            f"{protocol_file.parent} holds results of another protocol ({protocol_file}); "
+            "use a new --out"
+        )
+    current = asdict(identity) if identity else None
+    if stored_agent != current and not (stored_agent == "unrecorded" and current is None):
+        if stored_agent == "unrecorded":
+            before = "an agent it did not record (written by an older rexrag)"
+        elif stored_agent is None:
+            before = "an unnamed agent"
+        else:
+            before = AgentIdentity(**stored_agent).describe()
+        now = identity.describe() if identity else "an unnamed agent"
+        raise ValueError(
+            f"{protocol_file.parent} holds results of {before}; this is {now}: their "
+            "records must not mix, use a new --out"
+        )
+
+
 def evaluate(
     agent: BatchAgent,
     protocol: EvalProtocol,
@@ -230,25 +286,22 @@ def evaluate(
     batch_size: int = 16,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    identity: AgentIdentity | None = None,
 ) -> dict[str, dict[str, float]]:
     """Evaluate ``agent`` under ``protocol`` into ``out_dir``.
 
     Writes ``<dataset>.jsonl`` (one record per question), ``summary.json`` and ``summary.md``.
 
     Re-running with the same ``out_dir`` resumes: recorded questions are skipped. A
-    different protocol in an existing ``out_dir`` is refused, so results of two
-    protocols never mix in one file.
+    different protocol or agent ``identity`` in an existing ``out_dir`` is refused, so
+    results of two protocols or two agents never mix in one file; pass ``identity``
+    whenever another agent might resume into ``out_dir`` (``rexrag eval`` always does).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    protocol_file = out / "protocol.json"
-    if protocol_file.is_file() and json.loads(protocol_file.read_text()) != json.loads(
-        json.dumps(asdict(protocol))
-    ):
-        raise ValueError(
-            f"{out} holds results of another protocol ({protocol_file}); use a new --out"
-        )
-    protocol_file.write_text(json.dumps(asdict(protocol), indent=2))
+    check_same_evaluation(out / "protocol.json", protocol, identity)
+    record = {**asdict(protocol), "agent": asdict(identity) if identity else None}
+    (out / "protocol.json").write_text(json.dumps(record, indent=2))
     log(protocol.header())
     retriever = make_retriever(protocol.retriever)
     results, pending = {}, []

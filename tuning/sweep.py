@@ -7,13 +7,20 @@ Each trial is a whole RexRag algorithm; Tune reserves its resources from the con
 (trial actor, EnvRunners, Learners and their GPUs, via RLlib's
 ``Algorithm.default_resource_request``), so the same sweep runs on a laptop or a cluster
 (``RAY_ADDRESS``). A trial that crashes is reported with its error and the sweep goes on.
+
+Resuming unpickles the sweep (``tuner.pkl``, the trials' checkpoints), which runs any
+code they hold, so when ``tuner.fit`` returns (finished or interrupted with Ctrl-C)
+the driver signs the whole experiment directory (:mod:`rexrag_env.signing`; the key
+lives on the driver's machine only: remote trials write into the experiment
+directory, and only the driver signs and checks it) and ``resume`` checks it first. A
+sweep whose driver was killed before signing, or one from someone else, is resumed
+only with ``trust_checkpoint`` (``--trust-checkpoint``).
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +28,18 @@ from typing import Any
 
 import yaml
 
+from agents.llm.remote_code import check_engine_options
 from agents.rexrag import RexRagConfig
+from agents.runs.checkpoint_guard import TRUST_FLAG
+from agents.runs.ray_cluster import init_ray
+from rexrag_env.signing import UntrustedFileError, check_manifest, write_manifest
 from tuning.loggers import logger_callbacks
 from tuning.spaces import load_space, mutations, to_tune
 
 SCHEDULERS = ("asha", "pbt", "fifo")
 DEFAULT_METRIC = "rexrag/accuracy_original"
+#: The signed manifest of the experiment directory, written when ``tuner.fit`` returns.
+MANIFEST_FILE = "rexrag_manifest.json"
 
 
 @dataclass
@@ -64,7 +77,7 @@ class SweepInterruptedError(RuntimeError):
 
 
 def run_sweep(
-    base: RexRagConfig,
+    base: RexRagConfig | None,
     space: str | Path | dict[str, Any],
     *,
     out_dir: str | Path,
@@ -76,16 +89,19 @@ def run_sweep(
     max_concurrent_trials: int | None = None,
     loggers: Sequence[str] = ("tensorboard",),
     resume: bool = False,
+    trust_checkpoint: bool = False,
+    allow_remote_code: bool = False,
 ) -> SweepSummary:
     """Run (or, with ``resume``, continue) a sweep into ``out_dir``; summarise it there.
 
     ``loggers`` (``rexrag tune --logger`` names) add Tune's W&B and MLflow logger
     callbacks (:mod:`tuning.loggers`). ``resume`` takes everything (space, scheduler,
-    metric, loggers) from the sweep on disk; the other arguments are then ignored.
-    Finished trials are not run again; unfinished and errored ones continue from their
-    last checkpoint.
+    metric, loggers) from the sweep on disk (``base`` may be None); the other arguments
+    are then ignored. Finished trials are not run again; unfinished and errored ones
+    continue from their last checkpoint. A sweep is resumed only if this user's key
+    signed it, unless ``trust_checkpoint``. A space whose ``vllm_options`` would run
+    outside code is refused unless ``allow_remote_code``.
     """
-    import ray
     from ray import tune
 
     from agents.rexrag.rexrag import RexRag
@@ -94,6 +110,8 @@ def run_sweep(
     experiment = out_dir / "experiment"
     if resume and not tune.Tuner.can_restore(str(experiment)):
         raise FileNotFoundError(f"no sweep to resume in {out_dir}")
+    if resume and not trust_checkpoint:
+        check_sweep(experiment)
     if resume:
         settings = yaml.safe_load((out_dir / "sweep.yaml").read_text())
         metric, mode = settings["metric"], settings["mode"]
@@ -104,6 +122,9 @@ def run_sweep(
                 f"{out_dir} already holds a sweep: pass --resume to continue it, or another --out"
             )
         space_data = load_space(space)
+        check_engine_options(space_data.get("vllm_options"), space, allow_remote_code)
+        if base is None:
+            raise ValueError("a new sweep needs a base config")
         if scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
         if mode not in ("max", "min"):
@@ -113,10 +134,7 @@ def run_sweep(
     # callbacks Tune saved, but making them again also allows MLflow's file store in
     # this process.
     callbacks = logger_callbacks(loggers, out_dir)
-    if not ray.is_initialized():
-        ray.init(
-            address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False
-        )
+    init_ray()
     if resume:
         tuner = tune.Tuner.restore(str(experiment), trainable=RexRag, resume_errored=True)
     else:
@@ -154,6 +172,7 @@ def run_sweep(
             ),
         )
     results = tuner.fit()
+    write_manifest(experiment, MANIFEST_FILE)
     # Ctrl-C: Tune stops the trials (marked terminated), saves the experiment and returns
     # normally. A trial that ended by its stop criterion or the scheduler has a last
     # result marked done; one without is unfinished: an interrupted sweep, not a result.
@@ -166,6 +185,19 @@ def run_sweep(
             f"continue it with rexrag tune --resume --out {out_dir}"
         )
     return summarise(results, out_dir, metric, mode)
+
+
+def check_sweep(experiment: Path) -> None:
+    """Raise ``ValueError`` unless this user's key signed ``experiment`` as it is."""
+    try:
+        check_manifest(experiment, MANIFEST_FILE)
+    except UntrustedFileError as error:
+        raise UntrustedFileError(
+            f"refusing to resume the sweep in {experiment.parent}: {error}. Resuming "
+            "unpickles tuner.pkl and the trials' checkpoints, which runs any code they "
+            "hold; a sweep whose process was killed was never signed. If you trust it, "
+            f"pass {TRUST_FLAG}"
+        ) from error
 
 
 #: Trials are ranked by the mean of their last few results (one iteration is noisy):

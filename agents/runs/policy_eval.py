@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.evaluation import EvalProtocol, evaluate, protocol_llm_agent
+from agents.evaluation import AgentIdentity, EvalProtocol, evaluate, protocol_llm_agent
 from agents.rexrag import RexRagConfig
 from agents.runs.run_directory import resolve_policy, run_config
 
@@ -54,7 +54,15 @@ def evaluate_policy(
     dataset and ``"average"``) are written to ``out_dir``."""
     protocol = config.eval_protocol(datasets, limit)
     agent = protocol_llm_agent(str(policy_dir), protocol)
-    return evaluate(agent, protocol, out_dir, batch_size=batch_size, progress=False, log=log)
+    return evaluate(
+        agent,
+        protocol,
+        out_dir,
+        batch_size=batch_size,
+        progress=False,
+        log=log,
+        identity=AgentIdentity.of("llm", policy_dir),
+    )
 
 
 def dead_end_profile(

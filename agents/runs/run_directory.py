@@ -6,12 +6,18 @@ Shared by training (which writes it) and evaluation (which reads it); see
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from agents.rexrag import RexRagConfig
 from agents.rexrag.rexrag import POLICY_DIR
 
 CHECKPOINT_PREFIX = "iteration_"
+#: A checkpoint's name: the prefix and its iteration, nothing else (``iteration_000010-
+#: backup`` or ``iteration_000010.saving`` are not checkpoints, whatever they hold).
+CHECKPOINT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
+#: Written last into a checkpoint: the signed manifest of its files
+#: (:mod:`agents.runs.checkpoint_guard`); a checkpoint without it is ignored.
 COMPLETE_MARKER = "COMPLETE"
 
 
@@ -20,13 +26,17 @@ class RunDirectoryError(ValueError):
 
 
 def complete_checkpoints(run_dir: str | Path) -> list[Path]:
-    """The run's complete checkpoints, oldest first."""
+    """The run's complete checkpoints, oldest first: by iteration number, not by name
+    (``iteration_1000000`` comes after ``iteration_999999``)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
-    return sorted(
-        path for path in run_dir.glob(f"{CHECKPOINT_PREFIX}*") if (path / COMPLETE_MARKER).is_file()
-    )
+    numbered = []
+    for path in run_dir.iterdir():
+        match = CHECKPOINT_NAME.match(path.name)
+        if match and (path / COMPLETE_MARKER).is_file():
+            numbered.append((int(match.group(1)), path))
+    return [path for _, path in sorted(numbered)]
 
 
 def resolve_policy(path: str | Path) -> Path:

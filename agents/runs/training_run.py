@@ -11,16 +11,18 @@ Layout of a run directory::
                                  per-question records and summary.json
     DIR/iteration_000004/        an RLlib checkpoint (learner weights, optimizer, keep ratio)
     DIR/iteration_000004/policy/ the policy as a Hugging Face model (from_pretrained-able)
-    DIR/iteration_000004/COMPLETE  written last: a checkpoint without it is ignored
+    DIR/iteration_000004/COMPLETE  written last: the signed manifest of the checkpoint's
+                                 files; a checkpoint without it is ignored, one that
+                                 fails its check is refused (agents/runs/checkpoint_guard.py)
 
-An interrupted run (Ctrl-C, a failed iteration, a killed process) loses at most the
-iterations since its last complete checkpoint; ``resume=True`` continues from there.
+An interrupted run (Ctrl-C, a failed iteration, a killed process, a power loss) loses
+at most the iterations since its last complete checkpoint; ``resume=True`` continues
+from there.
 """
 
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -28,15 +30,11 @@ from typing import Any
 
 from agents.rexrag import RexRagConfig
 from agents.rexrag.rexrag import METRICS_KEY
+from agents.runs.checkpoint_guard import restore_latest, save_checkpoint
 from agents.runs.curves import plot_run
 from agents.runs.policy_eval import evaluate_policy
-from agents.runs.run_directory import (
-    CHECKPOINT_PREFIX,
-    COMPLETE_MARKER,
-    RunDirectoryError,
-    complete_checkpoints,
-    resolve_policy,
-)
+from agents.runs.ray_cluster import init_ray
+from agents.runs.run_directory import RunDirectoryError, complete_checkpoints, resolve_policy
 from agents.runs.trackers import Tracker, Trackers
 
 #: (metric, label, format) of the one-line progress report.
@@ -97,51 +95,34 @@ def _truncate_metrics(path: Path, iterations: int) -> None:
             writer.writerows(rows)
 
 
-def save_checkpoint(algo, run_dir: Path, keep: int | None = None) -> Path:
-    """Write the algorithm's checkpoint (with its ``policy/``), marking it complete last;
-    then, with ``keep``, delete all but the newest ``keep`` complete checkpoints.
-
-    Older ones go only once the new one is complete, so a crash while saving still
-    leaves a checkpoint to resume from. At 3B/7B scale a checkpoint (weights and AdamW
-    state) is tens of GB, so a long run that keeps them all fills a disk.
-    """
-    path = run_dir / f"{CHECKPOINT_PREFIX}{algo.iteration:06d}"
-    if path.exists():
-        shutil.rmtree(path)
-    algo.save_to_path(str(path.resolve()))
-    (path / COMPLETE_MARKER).write_text("ok\n")
-    if keep is not None:
-        for old in complete_checkpoints(run_dir)[:-keep]:
-            shutil.rmtree(old)
-    return path
-
-
 def train(
-    config: RexRagConfig,
+    config: RexRagConfig | None,
     run_dir: str | Path,
     *,
     stop_iters: int,
     checkpoint_every: int = 1,
     keep_checkpoints: int | None = None,
     resume: bool = False,
+    trust_checkpoint: bool = False,
+    allow_remote_code: bool = False,
     trackers: Iterable[str | Tracker] = ("tensorboard",),
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Train until ``stop_iters`` iterations in all; returns this call's iteration metrics.
 
-    With ``resume``, the config is the run's own ``config.yaml`` (``config`` is
-    ignored) and training continues from the latest complete checkpoint. ``trackers``
+    With ``resume``, the config is the run's own ``config.yaml`` (``config`` must be
+    None or equal to it; ``allow_remote_code`` as in :meth:`RexRagConfig.from_yaml`)
+    and training continues from the latest complete checkpoint. ``trackers``
     (names of :data:`agents.runs.trackers.TRACKERS` or instances) get each iteration's
     metrics, as ``metrics.csv`` does, and the before/after evaluation summaries.
     ``keep_checkpoints`` (None: all) is how many of the newest complete checkpoints
-    stay on disk.
+    stay on disk. A checkpoint is restored only if this user's key signed it, unless
+    ``trust_checkpoint`` (:mod:`agents.runs.checkpoint_guard`).
     """
     if keep_checkpoints is not None and keep_checkpoints < 1:
         raise ValueError(
             f"keep_checkpoints must be at least 1 (or None: all), got {keep_checkpoints}"
         )
-    import ray
-
     tracking = Trackers(trackers)  # a missing tracker package fails here, before any work
     run_dir = Path(run_dir)
     checkpoints = complete_checkpoints(run_dir)
@@ -149,7 +130,13 @@ def train(
     if resume:
         if not config_path.is_file():
             raise RunDirectoryError(f"nothing to resume in {run_dir}: no config.yaml")
-        config = RexRagConfig.from_yaml(config_path)
+        saved = RexRagConfig.from_yaml(config_path, allow_remote_code=allow_remote_code)
+        if config is not None:
+            _refuse_a_changed_config(config, saved, config_path)
+        config = saved
+        log(f"config: {config_path} (the run's own)")
+    elif config is None:
+        raise ValueError("a new run needs a config")
     elif checkpoints or config_path.exists():
         raise RunDirectoryError(
             f"{run_dir} already holds a run: pass --resume to continue it, or another directory"
@@ -165,17 +152,15 @@ def train(
         before = evaluate_into(
             run_dir / "eval_before", resolve_model(config.llm), config, "before", log
         )
-    if not ray.is_initialized():
-        ray.init(
-            address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False
-        )
+    init_ray()
     history: list[dict[str, Any]] = []
     with tracking:
         algo = config.build_algo()
         try:
-            if resume and checkpoints:
-                algo.restore_from_path(str(checkpoints[-1].resolve()))
-                log(f"resumed from {checkpoints[-1]} (iteration {algo.iteration})")
+            if resume:
+                restored = restore_latest(algo, run_dir, trust=trust_checkpoint, log=log)
+                if restored is not None:
+                    log(f"resumed from {restored} (iteration {algo.iteration})")
             _truncate_metrics(run_dir / "metrics.csv", algo.iteration)
             tracking.start(run_dir, config.to_yaml_dict(), algo.iteration if resume else None)
             if before is not None and not resume:  # a resumed run logged it the first time
@@ -207,6 +192,19 @@ def train(
             )
             tracking.log(_prefixed("eval_after", after), step=algo.iteration)
     return history
+
+
+def _refuse_a_changed_config(given: RexRagConfig, saved: RexRagConfig, config_path: Path) -> None:
+    """A resumed run trains with its saved config: a given one that differs would be
+    ignored, so it is refused, naming the fields (one equal to it changes nothing)."""
+    ours, theirs = saved.to_yaml_dict(), given.to_yaml_dict()
+    changed = [name for name in ours if ours[name] != theirs.get(name)]
+    if changed:
+        shown = ", ".join(f"{name} ({ours[name]!r} -> {theirs.get(name)!r})" for name in changed)
+        raise RunDirectoryError(
+            f"a resumed run continues with its own config ({config_path}); the config given "
+            f"changes {shown}: drop --config and the overrides to resume, or start a new run"
+        )
 
 
 def _prefixed(prefix: str, summary: Mapping[str, float]) -> dict[str, float]:

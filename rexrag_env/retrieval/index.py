@@ -7,19 +7,34 @@ leave out: a bm25s directory (FlashRAG's BM25 on its bm25s backend) with its cor
 and a bare FAISS file (``e5_Flat.index``) with its corpus and encoder;
 :func:`index_format` tells which a path is. Loading checks the passage count, so an
 index is not silently paired with a different corpus.
+
+``rexrag_index.json`` decides which files are read (the corpus may be any path: a
+corpus normally lives outside its index), so it is signed like a checkpoint
+(:mod:`rexrag_env.signing`): its fields and the digests of the index's settings files
+(``*.json``: tokenizer vocabulary, encoder) carry an HMAC with this user's key, and
+:func:`load_retriever` refuses an index whose manifest was edited or written by
+someone else unless ``trust_index`` (``--trust-index``). The large arrays (the BM25
+matrix, the FAISS index) are not hashed at every load (tens of GB at wiki-18 scale);
+they are read as numbers, never unpickled.
+
+``build_index`` replaces only an empty directory or an index (a directory holding
+``rexrag_index.json``), never anything else.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from rexrag_env.registry import NameRegistry
 from rexrag_env.retrieval.base import RetrievalError, Retriever
 from rexrag_env.retrieval.corpus import Corpus
+from rexrag_env.signing import UntrustedFileError, check_signature, file_digest, sign
 
 META_FILE = "rexrag_index.json"
 _FORMAT_VERSION = 1
@@ -35,6 +50,14 @@ _BM25S_PARAMS_FILE = "params.index.json"
 #: The corpus file ``bm25s.BM25.save`` writes when the index was given its corpus (as
 #: FlashRAG does): the default corpus of a bm25s directory.
 _BM25S_CORPUS_FILE = "corpus.jsonl"
+#: The ``rexrag search``/``serve`` flag that opens an index whose manifest fails its check.
+TRUST_FLAG = "--trust-index"
+#: The field of :data:`META_FILE` that holds its HMAC.
+_SIGNATURE_FIELD = "signature"
+
+
+class UntrustedIndexError(RetrievalError):
+    """An index's manifest fails its check (edited, unsigned, another user's)."""
 
 
 class IndexedRetriever:
@@ -63,7 +86,8 @@ class IndexedRetriever:
                 f"this {type(self).__name__} lives only in memory: save it with build_index(...) "
                 "and open it with load_retriever(dir) to send it to another process"
             )
-        return (load_retriever, self.load_args)
+        # the sending process checked the manifest; the receiver may lack the key
+        return (functools.partial(load_retriever, trust_index=True), self.load_args)
 
 
 def build_index(
@@ -83,24 +107,55 @@ def build_index(
     """
     if kind not in RETRIEVER_KINDS:
         raise ValueError(f"unknown retriever kind {kind!r}; choose one of {RETRIEVER_KINDS}")
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"index directory {out} is not empty (pass overwrite=True / --overwrite)"
-        )
+    out = Path(os.path.abspath(out_dir))  # `--out ..` names the parent, not ".."
+    check_replaceable(out, overwrite)  # before the build, which may take hours
     corpus = Corpus(corpus_path)
     retriever = _backend(kind).build(corpus, show_progress=show_progress, **options)
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    save_index(retriever, kind, staging)
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # a fresh name each time: a crashed build's leftover is never in the way, nor deleted
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        save_index(retriever, kind, staging)
+        check_replaceable(out, overwrite)  # again: the directory may have changed meanwhile
+        if out.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
+            os.replace(out, retired)
+            os.replace(staging, out)
+            shutil.rmtree(retired)
+        else:
+            os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return retriever
 
 
+def check_replaceable(out: Path, overwrite: bool) -> None:
+    """Raise ``FileExistsError`` unless ``out`` may become an index: absent, an empty
+    directory, or (with ``overwrite``) an index; anything else is named and kept."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise FileExistsError(f"{out} exists and is not a directory: choose another --out")
+    if not out.exists():
+        return
+    entries = sorted(path.name + ("/" if path.is_dir() else "") for path in out.iterdir())
+    if not entries:
+        return
+    if META_FILE not in entries:
+        shown = ", ".join(entries[:5]) + (
+            f" and {len(entries) - 5} more" if len(entries) > 5 else ""
+        )
+        raise FileExistsError(
+            f"{out} holds {shown}, which is not a rexrag index (no {META_FILE}): refusing to "
+            "replace it, with or without --overwrite; choose another --out"
+        )
+    if not overwrite:
+        raise FileExistsError(
+            f"index directory {out} is not empty: it holds an index (pass overwrite=True / "
+            "--overwrite to replace it)"
+        )
+
+
 def save_index(retriever: Retriever, kind: str, directory: Path) -> None:
-    """Write ``retriever``'s files and the metadata that ties them to their corpus."""
+    """Write ``retriever``'s files and the signed metadata that ties them to their corpus."""
     corpus: Corpus = retriever.corpus  # type: ignore[attr-defined]
     retriever.save(directory)  # type: ignore[attr-defined]
     meta = {
@@ -109,7 +164,37 @@ def save_index(retriever: Retriever, kind: str, directory: Path) -> None:
         "corpus": str(corpus.source.resolve()),
         "num_passages": len(corpus),
     }
+    meta[_SIGNATURE_FIELD] = sign(_signed_part(directory, meta))
     (directory / META_FILE).write_text(json.dumps(meta, indent=2))
+
+
+def _signed_part(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """What an index's signature covers: its metadata and its settings files' digests."""
+    settings = {
+        path.name: file_digest(path)
+        for path in sorted(directory.glob("*.json"))
+        if path.name != META_FILE
+    }
+    fields = {name: value for name, value in meta.items() if name != _SIGNATURE_FIELD}
+    return {**fields, "settings_files": settings}
+
+
+def check_index(directory: Path, meta: dict[str, Any]) -> None:
+    """Raise :class:`UntrustedIndexError` unless this user's key signed the index's
+    metadata and settings files as they are."""
+    try:
+        if _SIGNATURE_FIELD not in meta:
+            raise UntrustedFileError(
+                f"its {META_FILE} is unsigned (built by a rexrag from before indexes were "
+                "signed, or by hand)"
+            )
+        check_signature(_signed_part(directory, meta), meta[_SIGNATURE_FIELD], META_FILE)
+    except UntrustedFileError as error:
+        raise UntrustedIndexError(
+            f"refusing to open index {directory}: {error}. Its {META_FILE} decides which "
+            f"corpus file is read and served (it names {meta.get('corpus')}); rebuild the "
+            f"index with `rexrag index --overwrite`, or pass {TRUST_FLAG} if you trust it"
+        ) from error
 
 
 def read_index_meta(index_dir: str | Path) -> dict[str, Any]:
@@ -165,6 +250,8 @@ def load_retriever(
     index_path: str | Path,
     corpus_path: str | Path | None = None,
     encoder: str | None = None,
+    *,
+    trust_index: bool = False,
     **options: Any,
 ) -> Retriever:
     """Open a saved index of any :func:`index_format`.
@@ -179,6 +266,9 @@ def load_retriever(
             none; the other formats record theirs and refuse one.
         options: go to the backend's loader (``num_threads`` for BM25; ``device``,
             ``use_gpu`` for dense).
+        trust_index: open a rexrag index whose signed manifest fails its check
+            (:func:`check_index`); bm25s directories and FAISS files have no manifest:
+            their corpus is what the caller passes.
     """
     path = Path(index_path)
     kind = index_format(path)
@@ -189,6 +279,8 @@ def load_retriever(
         )
     if kind == "rexrag":
         meta = read_index_meta(path)
+        if not trust_index:
+            check_index(path, meta)
         corpus = _recorded_corpus(path, meta, corpus_path)
         load = functools.partial(_backend(meta["kind"]).load, path, corpus)
     elif kind == "bm25s":
