@@ -21,10 +21,12 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from agents.rexrag.correction import CORRECTIONS, CorrectionInputs, sequence_log_weights
+from agents.rexrag.credit import PROBE_CREDITS, credit_components
 from agents.rexrag.probes import PromptPool
 
 X, Y, P, Q, A, W = range(6)
@@ -238,3 +240,142 @@ def test_monte_carlo_agrees_with_the_enumeration(model):
     # fragile for coordinates only rare sequences touch
     assert float((mean - exact).norm()) < 3.0 * float(stderr.norm())
     assert float(stderr.norm()) < 0.05 * float(exact.norm())  # and the test has power
+
+
+# -- probe credit: which of a probe's tokens carry its advantage ----------------------
+
+
+def credited(model: Idealised, credit: str, from_probe: bool) -> torch.Tensor:
+    """``[rows, MAX_LENGTH]`` the tokens that carry loss under ``probe_credit`` when each
+    sequence is a sample of the originals (``from_probe=False``) or of μ, through the
+    production :data:`PROBE_CREDITS` on the sequences' credit components (a probe's
+    branch point is the end of its copied prefix h)."""
+    rows = len(SEQUENCES)
+    is_probe = (torch.full((rows,), from_probe) & model.is_probe_shape).numpy()
+    branch = np.array([split or 0 for split in model.splits])
+    components = credit_components(model.mask.numpy(), model.prompt_mask.numpy(), is_probe, branch)
+    return torch.as_tensor(PROBE_CREDITS[credit](components))
+
+
+def expected_estimate_with_credit(model: Idealised, mode: str, credit: str) -> torch.Tensor:
+    """:func:`expected_estimate` with the probes' tokens masked as ``credit`` says."""
+    reward = model.reward.unsqueeze(-1)
+    originals = per_sample_weights(model, mode, from_probe=False) * reward
+    probes = per_sample_weights(model, mode, from_probe=True) * reward
+    probes = probes * credited(model, credit, from_probe=True)
+    return model.gradient(
+        (1 - ALPHA) * model.pi.unsqueeze(-1) * originals + ALPHA * model.mu.unsqueeze(-1) * probes
+    )
+
+
+def test_only_the_copy_credit_keeps_the_exact_correction_unbiased(model):
+    """Without a baseline, an estimator is unbiased only if every probe token keeps its
+    weighted advantage: ``masked`` drops α·E_μ[w·R·∇log π(prefix)], ``group_only`` the
+    probes' whole term. Printed: the relative bias of every option × mode."""
+    exact = model.gradient(model.pi.unsqueeze(-1) * model.reward.unsqueeze(-1))
+    bias = {}
+    for credit in PROBE_CREDITS:
+        for mode in MODES:
+            estimate = expected_estimate_with_credit(model, mode, credit)
+            bias[credit, mode] = float((estimate - exact).norm() / exact.norm())
+            print(f"{credit:>10} × {mode:>24}: relative bias {bias[credit, mode]:.4f}")
+    assert bias["copy", "sequence (exact μ)"] < 1e-9
+    assert bias["masked", "sequence (exact μ)"] > 1e-4
+    assert bias["group_only", "sequence (exact μ)"] > bias["masked", "sequence (exact μ)"]
+    # group_only under the official correction: originals weighted 1/(1-α) make up for
+    # their (1-α) share, so they alone are the on-policy estimate (no probe term left)
+    assert bias["group_only", "rexrag"] < 1e-9
+    assert bias["group_only", "none"] == pytest.approx(ALPHA)
+    # masked's bias is exactly the probes' push on their copied prefix
+    weights = per_sample_weights(model, "sequence (exact μ)", from_probe=True)
+    prefix = credited(model, "copy", True) & ~credited(model, "masked", True)
+    dropped = model.gradient(
+        ALPHA * model.mu.unsqueeze(-1) * weights * model.reward.unsqueeze(-1) * prefix
+    )
+    masked = expected_estimate_with_credit(model, "sequence (exact μ)", "masked")
+    assert torch.allclose(masked, exact - dropped, atol=1e-12)
+
+
+class ParentProbePairs:
+    """Groups of one original τ ~ π and, when τ triggers (wrong right after a 1-2 token
+    prefix h), one probe ρ of it: h copied, a pool prompt, a continuation by π. The
+    group's mean reward is the baseline (GRPO without the std), so a right probe makes
+    its wrong parent's advantage -R(ρ)/2 and its own +R(ρ)/2: the pairing that a
+    per-sample enumeration over μ cannot see."""
+
+    def __init__(self, model: Idealised):
+        self.model = model
+        index = {sequence: row for row, sequence in enumerate(SEQUENCES)}
+        self.pairs: list[tuple[int, int, float]] = []  # (parent row, probe row, P(ρ | τ))
+        for row, split in enumerate(model.splits):
+            if split is None:
+                continue
+            probe = SEQUENCES[row]
+            parent = index[(*probe[:split], W)]
+            given_parent = (
+                model.pool_logprobs[row].sum() + model.token_logprobs[row, split + 2 :].sum()
+            )
+            self.pairs.append((parent, row, float(given_parent.exp())))
+
+    def rescue_value(self) -> torch.Tensor:
+        """``[rows]`` V(τ) = E[R(ρ) | τ]: how often a probe of τ ends right."""
+        value = torch.zeros(len(SEQUENCES), dtype=torch.float64)
+        for parent, probe, chance in self.pairs:
+            value[parent] += chance * self.model.reward[probe]
+        return value
+
+    def expected_gradient(self, credit: str, components: str = "all") -> torch.Tensor:
+        """E over pairs of Σ_members A·∇log π(credited tokens), correction ``none``.
+
+        ``components="prefix"`` keeps only the copied prefix h of parent and probe."""
+        model = self.model
+        probe_mask = credited(model, credit, from_probe=True)
+        weights = torch.zeros(len(SEQUENCES), MAX_LENGTH, dtype=torch.float64)
+        for parent, probe, chance in self.pairs:
+            split = model.splits[probe]
+            reward = model.reward[probe]
+            p = model.pi[parent] * chance
+            parent_tokens = model.mask[parent].clone()
+            probe_tokens = probe_mask[probe].clone()
+            if components == "prefix":
+                parent_tokens[split:] = False
+                probe_tokens[split:] = False
+            weights[parent] += p * (-reward / 2) * parent_tokens
+            weights[probe] += p * (reward / 2) * probe_tokens
+        return model.gradient(weights)
+
+
+@pytest.fixture(scope="module")
+def pairs(model) -> ParentProbePairs:
+    return ParentProbePairs(model)
+
+
+def test_pairs_draw_probes_from_mu(model, pairs):
+    """The probe half of the pairs, weighted by its parent, is μ: the per-sample
+    enumeration above and the pairs describe the same sampler."""
+    marginal = torch.zeros(len(SEQUENCES), dtype=torch.float64)
+    for parent, probe, chance in pairs.pairs:
+        marginal[probe] += model.pi[parent] * chance
+    assert torch.allclose(marginal / model.p_trigger, model.mu, atol=1e-12)
+
+
+def test_copy_credit_cancels_the_parents_push_on_the_shared_prefix(pairs):
+    """The issue's "part of a probe's credit cancels its parent's", exactly: with equal
+    weights a right probe pushes its copied prefix up by as much as its parent pushes
+    it down. ``masked`` and ``group_only`` leave the parent's push down on it."""
+    assert pairs.expected_gradient("copy", "prefix").abs().max() < 1e-15
+    for credit in ("masked", "group_only"):
+        push = pairs.expected_gradient(credit, "prefix")
+        assert push.abs().max() > 1e-4
+        assert torch.allclose(push, pairs.expected_gradient("group_only", "prefix"))
+
+
+def test_group_only_descends_the_chance_of_committing_where_a_doubt_rescues(model, pairs):
+    """``group_only`` estimates -½ ∇_θ Σ_τ π_θ(τ)·V(τ) with V = E[R(ρ) | τ] held fixed:
+    it lowers the probability of wrong answers in proportion to how often a doubt
+    would have rescued them, and nothing else (a shaped objective, not ∇J)."""
+    value = pairs.rescue_value().detach()
+    theta = model.theta.clone().requires_grad_(True)
+    (Idealised(theta).pi * value).sum().backward()
+    assert torch.allclose(pairs.expected_gradient("group_only"), -0.5 * theta.grad, atol=1e-12)
+    assert float(value.max()) > 0.05  # some prefixes are rescued: the test has power
