@@ -73,22 +73,6 @@ def test_a_doubting_demonstration_acts_on_the_doubt_but_is_not_trained_to_doubt(
     assert "Wait" in tokenizer.decode(tokens.token_ids)
 
 
-@pytest.fixture(scope="module")
-def committing_policy(tmp_path_factory, tiny_model_dir):
-    """The tiny model after a short SFT on over-confident SynthWiki demonstrations only:
-    it searches once and answers, so multi-hop questions end wrong and spawn probes."""
-    model, tokenizer = load_model_and_tokenizer(str(tiny_model_dir))
-    recipe = SynthWikiWarmStart(
-        base=str(tiny_model_dir), overconfident_share=1.0, steps=60, batch_size=16, repeats=1
-    )
-    losses = warm_start(model, tokenizer, recipe)
-    assert losses[-1] < losses[0]
-    directory = tmp_path_factory.mktemp("committing")
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
 def test_two_rexrag_iterations_on_synthwiki_produce_probes_and_finite_metrics(
     committing_policy, ray_cluster
 ):
@@ -117,21 +101,6 @@ def test_two_rexrag_iterations_on_synthwiki_produce_probes_and_finite_metrics(
         assert all(math.isfinite(value) for value in measured.values()), metrics
         assert {"credit_prefix_share", "credit_prompt_kl", "self_doubt_rate"} <= set(metrics)
     assert sorted(history[0]) == sorted(history[1])
-
-
-def test_the_dead_end_profile_of_a_policy_that_always_commits(committing_policy):
-    from agents.runs.policy_eval import dead_end_profile
-
-    config = RexRagConfig.from_yaml(
-        "tiny-synthwiki", {"group_size": 3, "max_new_tokens_per_turn": 32}
-    )
-    profile = dead_end_profile(committing_policy, config, "synthwiki/validation", limit=4)
-    assert profile["questions"] == 4
-    # it answers after one search, so no multi-hop question can be right
-    assert profile["accuracy"] == 0.0 and profile["dead_end"] == 1.0
-    assert 0.0 <= profile["same_wrong_majority"] <= 1.0
-    with pytest.raises(ValueError, match="hops"):
-        dead_end_profile(committing_policy, config, "synthwiki/validation", min_hops=4)
 
 
 def test_the_alias_builds_its_recipe_once_into_the_cache(monkeypatch, capsys):
