@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import time
 import uuid
@@ -265,8 +266,12 @@ class Trackers(Tracker):
             tracker.start(run_dir, config, resumed_from)
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
+        """Every member gets the finite ``metrics``: a NaN (a credit component with no
+        token this iteration, kept as NaN in ``metrics.csv`` so its columns never shift)
+        is a gap in a tracker's curve, not a point."""
+        finite = {name: value for name, value in metrics.items() if math.isfinite(value)}
         for tracker in self.members:
-            tracker.log(metrics, step)
+            tracker.log(finite, step)
 
     def finish(self) -> None:
         for tracker in self.members:

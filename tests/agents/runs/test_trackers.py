@@ -4,6 +4,7 @@ run, a local MLflow file store; a resumed run continues at the right step."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import pytest
@@ -27,7 +28,12 @@ def two_sessions(tracker_type, run_dir, **options):
         session.start(run_dir, CONFIG, None)
         session.log({"eval_before/em": 10.0}, step=0)
         for step in (1, 2, 3):
-            session.log({"accuracy_original": step / 10, "kl": 0.01}, step=step)
+            # a credit component absent from iteration 1 (NaN in metrics.csv)
+            share = math.nan if step == 1 else step / 100
+            session.log(
+                {"accuracy_original": step / 10, "kl": 0.01, "credit_prefix_share": share},
+                step=step,
+            )
     with Trackers([tracker_type(**options)]) as session:
         session.start(run_dir, CONFIG, 2)
         session.log({"accuracy_original": 0.35, "kl": 0.02}, step=3)
@@ -51,6 +57,7 @@ def test_tensorboard_event_files_hide_what_a_resumed_run_repeats(tmp_path):
     assert scalars["eval_before/em"] == [(0, 10.0)]
     accuracy = [(step, round(value, 4)) for step, value in scalars["accuracy_original"]]
     assert accuracy == [(1, 0.1), (2, 0.2), (3, 0.35), (4, 0.4)]  # the stale step 3 is gone
+    assert [step for step, _ in scalars["credit_prefix_share"]] == [2]  # NaN: a gap
     assert "group_size: 4" in tensorboard_texts(tmp_path / "tensorboard")["config"]
 
 
