@@ -121,17 +121,28 @@ def warm_start_numbers(base, args) -> dict:
     """What every run starts from: the warm start's greedy EM on both sets, and how
     stuck it is on the multi-hop test questions (its dead-end profile)."""
     from agents.llm.models import resolve_model
-    from agents.runs.policy_eval import dead_end_profile
+    from agents.runs.dead_end_profile import dead_end_profile
 
     policy = resolve_model(base.llm)
     numbers = {
         "warm_start_test_em": greedy_em(policy, base, args.eval_dataset, args.eval_limit),
         "warm_start_held_out_em": greedy_em(policy, base, args.track_dataset, None),
     }
+    on_test = base.copy(copy_frozen=False)
+    on_test.dataset = args.eval_dataset
     try:
-        numbers["warm_start_profile"] = dead_end_profile(policy, base, args.eval_dataset)
+        profile = dead_end_profile(on_test, passes=1)
     except ValueError:  # no multi-hop questions (e.g. the sanity task)
         numbers["warm_start_profile"] = None
+        return numbers
+    multi_hop = [i for hops, i in profile.accuracy_by_hops.items() if hops >= 2]
+    numbers["warm_start_profile"] = {
+        "dead_end": profile.dead_end_group_rate,
+        "same_wrong_majority": profile.same_wrong_group_rate,
+        "accuracy": sum(i.mean * i.n for i in multi_hop) / sum(i.n for i in multi_hop),
+        "questions": profile.multi_hop_questions,
+        "continue_rate": profile.continue_rate.mean,
+    }
     return numbers
 
 

@@ -12,7 +12,7 @@ ones with the preset's trigger and ``probe_prob``), on its own training question
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -54,6 +54,10 @@ class DeadEndProfile:
     prompt_logprob_per_token: float
     prompt_tokens: int
     self_doubt_rate: Interval
+    #: multi-hop groups all of whose originals are wrong (GRPO learns nothing from them)
+    dead_end_group_rate: float
+    #: multi-hop groups most of whose originals give one and the same wrong answer
+    same_wrong_group_rate: float
     #: multi-hop groups all of whose originals are wrong and a probe of which is right
     rescued_group_rate: Interval
     probes: int
@@ -92,6 +96,11 @@ class DeadEndProfile:
                 f"{self.prompt_logprob_per_token:.2f} ({self.prompt_tokens} tokens)",
             ),
             ("self-doubt rate (originals)", rate(self.self_doubt_rate)),
+            ("dead-end groups (all originals wrong)", f"{self.dead_end_group_rate:.3f}"),
+            (
+                "same wrong answer in most of a group (multi-hop)",
+                f"{self.same_wrong_group_rate:.3f}",
+            ),
             ("rescued groups (multi-hop, one probing pass)", rate(self.rescued_group_rate)),
             ("probes spawned (accuracy)", f"{self.probes} ({self.probe_accuracy:.3f})"),
         ]
@@ -160,7 +169,7 @@ def dead_end_profile(
     per_question = defaultdict(list)
     for t in multi_hop:
         per_question[t.example_id].append(t.correct)
-    rescued, groups = rescued_groups(samples, hops)
+    counts = group_counts(samples, hops)
     doubting = self_doubt_rate(originals, doubt_openings(config.prompt_pool()))
     return DeadEndProfile(
         preset=preset,
@@ -189,7 +198,9 @@ def dead_end_profile(
         prompt_logprob_per_token=log_per_token,
         prompt_tokens=prompt_tokens,
         self_doubt_rate=proportion_interval(round(doubting * len(originals)), len(originals)),
-        rescued_group_rate=proportion_interval(rescued, groups),
+        dead_end_group_rate=counts["dead_end"] / counts["groups"],
+        same_wrong_group_rate=counts["same_wrong"] / counts["groups"],
+        rescued_group_rate=proportion_interval(counts["rescued"], counts["groups"]),
         probes=len(probes),
         probe_accuracy=float(np.mean([t.correct for t in probes])) if probes else math.nan,
     )
@@ -200,23 +211,26 @@ def hops_of(question) -> int:
     return int(question.metadata.get("num_hops", 0))
 
 
-def rescued_groups(
-    samples: Sequence[Sequence[Trajectory]], hops: dict[str, int]
-) -> tuple[int, int]:
-    """(multi-hop groups whose originals are all wrong and one of whose probes is right,
-    multi-hop groups), over the passes: each pass's question is one group."""
-    rescued = groups = 0
+def group_counts(samples: Sequence[Sequence[Trajectory]], hops: dict[str, int]) -> dict[str, int]:
+    """Counts over the multi-hop groups of every pass (a pass's question is one group):
+    ``groups``; ``dead_end``: all originals wrong; ``same_wrong``: more than half of the
+    originals give one and the same wrong answer (the confident dead end); ``rescued``:
+    all originals wrong and a probe right."""
+    counts = dict.fromkeys(("groups", "dead_end", "same_wrong", "rescued"), 0)
     for sample in samples:
-        outcome: dict[str, list[bool]] = defaultdict(lambda: [False, False])
+        members: dict[str, list[Trajectory]] = defaultdict(list)
         for t in sample:
-            if hops[t.example_id] < 2:
-                continue
-            outcome[t.example_id][int(t.is_probe)] |= t.correct
-        groups += len(outcome)
-        rescued += sum(
-            probe_right and not original_right for original_right, probe_right in outcome.values()
-        )
-    return rescued, groups
+            if hops[t.example_id] >= 2:
+                members[t.example_id].append(t)
+        for group in members.values():
+            originals = [t for t in group if not t.is_probe]
+            wrong = Counter((t.answer or "").strip().lower() for t in originals if not t.correct)
+            dead = not any(t.correct for t in originals)
+            counts["groups"] += 1
+            counts["dead_end"] += dead
+            counts["same_wrong"] += bool(wrong) and wrong.most_common(1)[0][1] > len(originals) / 2
+            counts["rescued"] += dead and any(t.correct for t in group if t.is_probe)
+    return counts
 
 
 @torch.no_grad()

@@ -74,4 +74,7 @@ def proportion_interval(successes: int, n: int, confidence: float = 0.95) -> Int
     rate = successes / n
     centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return Interval(rate, max(0.0, centre - half), min(1.0, centre + half), n)
+    # exactly 0 (1) with no successes (failures), where the formula leaves float dust
+    low = 0.0 if successes == 0 else float(centre - half)
+    high = 1.0 if successes == n else float(centre + half)
+    return Interval(rate, low, high, n)

@@ -35,3 +35,16 @@ def test_pairing_by_seed_removes_what_the_seeds_share():
 def test_interval_format():
     assert Interval(0.021, -0.004, 0.046, 5).format(scale=100) == "+2.1 [-0.4, +4.6]"
     assert Interval(0.5, 0.25, 0.75, 5).format(digits=2, signed=False) == "0.50 [0.25, 0.75]"
+
+
+def test_the_wilson_interval_of_a_rate():
+    from agents.runs.paired_stats import proportion_interval
+
+    none = proportion_interval(0, 500)
+    assert none.mean == 0.0 and none.low == 0.0
+    assert none.high == pytest.approx(1.96**2 / (500 + 1.96**2), rel=1e-3)  # 0.0076
+    half = proportion_interval(5, 10)
+    assert (half.low, half.high) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert proportion_interval(10, 10).high == 1.0
+    with pytest.raises(ValueError, match="successes"):
+        proportion_interval(3, 2)
