@@ -305,7 +305,8 @@ def generation_rows(model, name: str, sizes: Sizes, device: torch.device) -> lis
                 pad_token_id=0,
             )
 
-        ours(tokens=2), theirs(tokens=2)  # warm-up: kernels, allocator
+        ours(tokens=2)  # warm-up: kernels, allocator
+        theirs(tokens=2)
         generations, ours_seconds = timed(device, ours)
         output, theirs_seconds = timed(device, theirs)
         tokens = batch * sizes.new_tokens
@@ -467,22 +468,20 @@ def learner_step(
         share = float(micro["loss_mask"].sum()) / total_tokens
         (loss * share).backward()
         loss_sum += float(loss.detach()) * share
-    gradients = {index: p.grad for index, p in enumerate(scorer.parameters()) if p.grad is not None}
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    gradients = {index: p.grad for index, p in enumerate(parameters) if p.grad is not None}
     norm = clip_global_norm(gradients, GRAD_CLIP)
     optimizer.step()
     return loss_sum, norm
 
 
-def rexrag_learner_batch(
-    vocab: int, sizes: Sizes, old: Callable[[TokenBatch], np.ndarray], reference
-) -> tuple[TokenBatch, LearnerBatch]:
-    """A REX-RAG-shaped batch (a quarter of the rows probes) scored by π_old and π_ref,
-    its probes filtered and corrected (the official ``rexrag`` mode, every probe kept)."""
-    batch = synthetic_batch(vocab, sizes.rows, sizes.length)
-    learner_batch = build_learner_batch(
+def corrected_batch(batch: TokenBatch, old: np.ndarray, reference: np.ndarray) -> LearnerBatch:
+    """``batch`` with its probes filtered and corrected by the official ``rexrag`` mode
+    (every probe kept), from π_old and π_ref log-probs ``[batch, seq]``."""
+    return build_learner_batch(
         batch=batch,
-        old_logprobs=old(batch),
-        reference_logprobs=reference(batch),
+        old_logprobs=old,
+        reference_logprobs=reference,
         keep_ratio=1.0,
         keep_multiple_of=1,
         correction="rexrag",
@@ -490,7 +489,6 @@ def rexrag_learner_batch(
         clip_low=CLIP,
         clip_high=CLIP,
     )
-    return batch, learner_batch
 
 
 def split_in_two(columns: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
@@ -510,20 +508,21 @@ def learner_rows(
     shape: ModelShape,
     scorer,
     optimizer: torch.optim.Optimizer,
+    watched: torch.Tensor,
     learner_batch: LearnerBatch,
     device: torch.device,
 ) -> list[Row]:
     """(a) a warm-up step (AdamW's state exists from then on), then the measured step:
-    its time, its loss and gradient, and its peak memory against the plan."""
+    its time, its loss and gradient, whether ``watched`` (a sharded parameter) moved,
+    and its peak memory against the plan."""
     micro_batches = split_in_two(as_tensors(learner_batch.columns, device))
-    # this rank's shard of a trained weight (the whole weight on one rank)
-    probe = optimizer.param_groups[0]["params"][0].to_local()
-    before = probe.detach().clone()
+    probe = watched.to_local()  # this rank's shard: all of it on one rank
+    before = probe.detach().to("cpu", copy=True)  # not on the GPU: not in the peak
     learner_step(scorer, optimizer, micro_batches)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     (loss, norm), seconds = timed(device, lambda: learner_step(scorer, optimizer, micro_batches))
-    moved = float((probe.detach() - before).abs().max())
+    moved = float((probe.detach().cpu() - before).abs().max())
     tokens = sum(int(micro["loss_mask"].sum()) for micro in micro_batches)
     shapes = [micro_batch_shape(micro) for micro in micro_batches]
     step_ok = math.isfinite(loss) and math.isfinite(norm) and norm > 0 and moved > 0
@@ -680,6 +679,7 @@ def check_model(
     optimizer = torch.optim.AdamW(
         scorer.parameters(), lr=LR, betas=(0.9, 0.999), weight_decay=WEIGHT_DECAY
     )
+    final_norm = model.get_decoder().norm.weight  # sharded: what the optimizer steps
 
     model.eval()
     peak = {
@@ -691,19 +691,12 @@ def check_model(
     at_temperature_1 = score(scorer, sampled, device, 1.0)
     rows += agreement_rows(name, sampled, learner, at_temperature_1, peak)
 
-    scored: dict[str, np.ndarray] = {}
-
-    def old(batch: TokenBatch) -> np.ndarray:
-        scored["old"] = score(scorer, batch, device, TEMPERATURE)
-        return scored["old"]
-
-    def reference_logprobs(batch: TokenBatch) -> np.ndarray:
-        return score(reference_scorer, batch, device, TEMPERATURE)
-
-    _, learner_batch = rexrag_learner_batch(shape.vocab, sizes, old, reference_logprobs)
+    batch = synthetic_batch(shape.vocab, sizes.rows, sizes.length)  # a quarter probes
+    old = score(scorer, batch, device, TEMPERATURE)
+    learner_batch = corrected_batch(batch, old, score(reference_scorer, batch, device, TEMPERATURE))
     model.train()
-    rows += learner_rows(name, shape, scorer, optimizer, learner_batch, device)
-    rows += device_rows(name, learner_batch, scored["old"], device)
+    rows += learner_rows(name, shape, scorer, optimizer, final_norm, learner_batch, device)
+    rows += device_rows(name, learner_batch, old, device)
 
 
 def release(device: torch.device) -> None:
