@@ -28,7 +28,7 @@ recipes that build starting policies are in :mod:`agents.warm_start`.
 The algorithm's two classes are imported on first use (PEP 562): ``rexrag.py`` imports
 Ray RLlib, and the torch-only parts (``losses.py``, ``correction.py``, ``logprobs.py``,
 ``sharding.py``, ``learner_batch.py``) must import without it, on machines that have
-no Ray (``benchmarks/gpu_check.py``; ``tests/test_torch_only_imports.py``).
+no Ray (``benchmarks/gpu_check/``; ``tests/test_torch_only_imports.py``).
 """
 
 from __future__ import annotations

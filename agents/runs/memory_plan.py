@@ -8,7 +8,7 @@ the bytes a learner GPU holds at its peak under three layouts of the same run:
 on a :class:`ModelShape`, a :class:`MicroBatchShape` and a :class:`LearnerSetup`: no
 model is built, nothing is allocated. :func:`plan_memory` reads the last two from a
 config; :func:`plan_layouts` is the arithmetic alone, which needs no Ray
-(``benchmarks/gpu_check.py`` calls it with the shapes it measures on a GPU).
+(``benchmarks/gpu_check/`` calls it with the shapes it measures on a GPU).
 
 Every row is a count of tensors the learner really holds (``learner.py``,
 ``logprobs.py``, ``sharding.py``, ``rl_module.py``), not a fitted factor; the

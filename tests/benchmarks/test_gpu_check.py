@@ -1,5 +1,5 @@
-"""The device check (``benchmarks/gpu_check.py``): ``--smoke`` runs every part on CPU
-with what the GPU machine has installed, and the check fails where it must."""
+"""The device check (``benchmarks/gpu_check/``): ``--smoke`` runs every part on CPU with
+what the GPU machine has installed, and the check fails where it must."""
 
 from __future__ import annotations
 
@@ -9,11 +9,20 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import gpu_check
-from benchmarks.gpu_check import MODELS, Row, agreement_rows, qwen2_config
+from benchmarks.gpu_check import command
+from benchmarks.gpu_check.agreement import agreement_rows
+from benchmarks.gpu_check.models import (
+    MODELS,
+    IdsOnlyTokenizer,
+    peak_logits,
+    qwen2_config,
+    random_model,
+    random_prompts,
+)
+from benchmarks.gpu_check.report import Row
 from tests.device_env import run_on_device_python
 
-RUN_THE_CHECK = "import sys\nfrom benchmarks.gpu_check import main\nsys.exit(main(sys.argv[1:]))"
+RUN_THE_CHECK = "import runpy\nrunpy.run_module('benchmarks.gpu_check', run_name='__main__')"
 
 
 def test_the_smoke_check_passes_with_only_what_the_device_has(tmp_path):
@@ -95,9 +104,9 @@ def test_a_failed_or_raising_part_makes_the_command_exit_1(monkeypatch, tmp_path
         rows.append(Row("b generation", name, "tokens/s", "1", "2", "FAIL"))
         raise RuntimeError("CUDA out of memory")
 
-    monkeypatch.setattr(gpu_check, "check_model", fails)
+    monkeypatch.setattr(command, "check_model", fails)
     report_path = tmp_path / "report.json"
-    assert gpu_check.main(["--smoke", "--json", str(report_path)]) == 1
+    assert command.main(["--smoke", "--json", str(report_path)]) == 1
     report = json.loads(report_path.read_text())
     assert not report["passed"]
     assert [row["what"] for row in report["rows"]] == ["tokens/s", "the check raised"]
@@ -119,12 +128,12 @@ def test_peaked_logits_sample_tokens_of_the_target_probability():
     from agents.llm.base import SamplingParams
     from agents.llm.hf import HFGenerator
 
-    model = gpu_check.random_model(MODELS["tiny"], torch.device("cpu"))
+    model = random_model(MODELS["tiny"], torch.device("cpu"))
     vocab = MODELS["tiny"].vocab
-    calibration = gpu_check.random_prompts(8, 16, vocab, seed=0, vary=True)
-    gpu_check.peak_logits(model, calibration, 0.7, sampled_prob=0.5, new_tokens=8)
-    generator = HFGenerator(model, gpu_check.IdsOnlyTokenizer())
+    calibration = random_prompts(8, 16, vocab, seed=0, vary=True)
+    peak_logits(model, calibration, 0.7, sampled_prob=0.5, new_tokens=8)
+    generator = HFGenerator(model, IdsOnlyTokenizer())
     params = SamplingParams(temperature=0.7, max_new_tokens=16, stop=(), seed=1)
-    generations = generator.generate(gpu_check.random_prompts(8, 16, vocab, 1, True), params)
+    generations = generator.generate(random_prompts(8, 16, vocab, 1, True), params)
     sampled = np.exp(np.concatenate([g.logprobs for g in generations]))
     assert 0.3 < sampled.mean() < 0.7

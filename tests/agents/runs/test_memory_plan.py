@@ -116,7 +116,7 @@ def test_the_longest_micro_batch_the_paper_config_allows():
 
 
 def test_the_arithmetic_alone_plans_what_the_config_says():
-    """plan_layouts takes plain data (no config, no Ray: benchmarks/gpu_check.py calls it
+    """plan_layouts takes plain data (no config, no Ray: benchmarks/gpu_check calls it
     on a GPU machine): the paper preset's setup written by hand gives the preset's plan."""
     config = paper_config()
     by_hand = LearnerSetup(
