@@ -7,11 +7,13 @@ about -14 per prompt token): GRPO learns without probes, and the probes' prompts
 no learning signal. This recipe builds the opposite case (issue "Dead ends, seen and
 fixed", item 5), on the same tiny architecture:
 
-- **stuck**: on multi-hop questions almost every demonstration stops after the first
-  hop. It either answers there (``OverconfidentAgent``), or is told as a successful
-  probe: the doubt interrupts and the chain resumes (:func:`probe_told`). Only
-  ``own_chain_share`` follow the chain unprompted and ``self_doubt_share`` doubt on
-  their own (:func:`self_doubting`), so the policy rarely goes on by itself;
+- **stuck**: on multi-hop questions every demonstration stops after the first hop. It
+  either answers there (``OverconfidentAgent``), or is told as a successful probe: the
+  doubt interrupts and the chain resumes (:func:`probe_told`). Only
+  ``self_doubt_share`` (0.4%) doubt on their own (:func:`self_doubting`) and
+  ``own_chain_share`` (none by default) follow the chain unprompted, so the policy
+  rarely goes on by itself (0.25% of the multi-hop demonstrations gave 1.5% of
+  rollouts that went on: sampling at T = 1 inflates a rare choice);
 - **not unsolvable**: the told probes teach it to follow the chain once it does go
   on, so the rare rollout that continues is mostly right;
 - **prompts in distribution**: the tokenizer is trained on the pool's text as well
@@ -62,9 +64,9 @@ class SynthWikiTrapWarmStart:
     """
 
     base: str = TRAP_BASE
-    probe_told_share: float = 0.5
-    self_doubt_share: float = 0.005
-    own_chain_share: float = 0.0025
+    probe_told_share: float = 0.6
+    self_doubt_share: float = 0.004
+    own_chain_share: float = 0.0
     steps: int = 800
     lr: float = 3e-3
     batch_size: int = 16

@@ -117,20 +117,21 @@ def test_the_alias_builds_its_recipe_once_into_the_cache(monkeypatch, capsys):
     assert "warm-starting" not in capsys.readouterr().out
 
 
-def test_the_shipped_warm_start_is_the_current_recipe_and_the_recipe_retraces_it():
-    """The package's tiny-synthwiki was built by the current recipe: its key matches (a
-    recipe change must ship new weights: ``rexrag sft --out
-    agents/warm_start/weights/tiny-synthwiki``) and 20 steps of the recipe from the
-    same base give its first 20 losses. (The whole 800-step run is not repeated here:
-    5-11 minutes, and its late steps depend on the CPU's BLAS, the reason to ship it.)"""
+@pytest.mark.parametrize("alias", ["tiny-synthwiki", "tiny-synthwiki-trap"])
+def test_the_shipped_warm_start_is_the_current_recipe_and_the_recipe_retraces_it(alias):
+    """The package's SynthWiki warm starts were built by their current recipes: the keys
+    match (a recipe change must ship new weights: ``rexrag sft --out
+    agents/warm_start/weights/ALIAS``) and 20 steps of the recipe from the same base give
+    the first 20 losses. (The whole 800-step run is not repeated here: 5-17 minutes, and
+    its late steps depend on the CPU's BLAS, the reason to ship it.)"""
     from agents.warm_start.store import read_losses, shipped_warm_start
 
-    recipe = WARM_STARTS["tiny-synthwiki"]
-    shipped = shipped_warm_start("tiny-synthwiki", recipe)
-    assert shipped is not None and recipes.warm_start_path("tiny-synthwiki") == shipped
-    model, tokenizer = load_model_and_tokenizer("tiny-synthwiki")
+    recipe = WARM_STARTS[alias]
+    shipped = shipped_warm_start(alias, recipe)
+    assert shipped is not None and recipes.warm_start_path(alias) == shipped
+    model, tokenizer = load_model_and_tokenizer(alias)
     assert model.num_parameters() > 1_000_000 and len(tokenizer) < 4096
-    base, base_tokenizer = load_model_and_tokenizer(TINY_BASE)
+    base, base_tokenizer = load_model_and_tokenizer(recipe.base)
     losses = warm_start(base, base_tokenizer, replace(recipe, steps=20))
     assert losses == pytest.approx(read_losses(shipped)[:20], rel=1e-3)
     assert read_losses(shipped)[-1] < 0.2 * losses[0] and len(read_losses(shipped)) == 800
