@@ -12,22 +12,24 @@ network or firewall) is the cluster owner's job: docs/security.md.
 
 from __future__ import annotations
 
+from typing import Any
 from unittest import mock
 
 LOOPBACK = "127.0.0.1"
 
 
-def init_ray() -> None:
+def init_ray(**options: Any) -> None:
     """Join ``$RAY_ADDRESS``'s cluster or the one ``ray start`` started on this machine
     (as ``ray.init()`` does), else start a local one listening on loopback only; nothing
-    when Ray is already initialised (the caller's own ``ray.init`` wins)."""
+    when Ray is already initialised (the caller's own ``ray.init`` wins). ``options``
+    go to ``ray.init`` (``num_cpus=2``); no dashboard and no worker logs by default."""
     import ray
     from ray._private import ray_constants
     from ray._private.services import canonicalize_bootstrap_address
 
     if ray.is_initialized():
         return
-    options = {"include_dashboard": False, "log_to_driver": False}
+    options = {"include_dashboard": False, "log_to_driver": False, **options}
     if canonicalize_bootstrap_address(None) is not None:
         ray.init(**options)  # an existing cluster: its exposure is its owner's choice
         return

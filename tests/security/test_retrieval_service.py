@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+import uvicorn
 
 from agents.cli import main
 from rexrag_env.retrieval.server import (
@@ -119,7 +120,12 @@ def test_no_docs_no_schema_and_health_names_no_path():
     ("flags", "message"),
     [(["--topk", "0"], "default topk 0"), (["--port", "70000"], "--port must be")],
 )
-def test_bad_startup_flags_are_refused(flags, message, capsys):
+def test_bad_startup_flags_are_refused(flags, message, capsys, monkeypatch):
     """`serve --topk 0` was accepted, then every request without topk was a 500."""
+
+    def serve_forever(self):
+        raise AssertionError("the service started with bad flags")
+
+    monkeypatch.setattr(uvicorn.Server, "run", serve_forever)
     assert main(["serve", "--index", "bm25", *flags]) == 2
     assert message in capsys.readouterr().err

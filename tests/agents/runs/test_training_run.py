@@ -52,7 +52,8 @@ def test_train_runs_the_embedded_default_unless_told_otherwise(capsys):
 
     parser = build_parser()
     default = parser.parse_args(["train"])
-    assert (default.config, default.stop_iters) == ("tiny-synthwiki", 10)
+    assert (default.config, default.default_config) == (None, "tiny-synthwiki")
+    assert default.stop_iters == 10
     assert default.checkpoint_dir is None  # out/train/<config>-<time>
     assert default.logger == "tensorboard"
     assert parser.parse_args(["train", "--preset", "smollm2-cpu"]).config == "smollm2-cpu"
