@@ -1,4 +1,5 @@
-"""The ``rexrag`` command line: quickstart, sft, train, plan, tune, eval, index, search, serve."""
+"""The ``rexrag`` command line: quickstart, sft, train, plan, profile, tune, eval, index,
+search, serve."""
 
 from __future__ import annotations
 
@@ -410,6 +411,41 @@ def _run_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_profile_command(commands) -> None:
+    parser = commands.add_parser(
+        "profile",
+        help="how stuck a preset's starting policy is: its dead-end profile (docs/testbed.md)",
+    )
+    _add_config_arguments(parser, "tiny-synthwiki")
+    parser.add_argument(
+        "--passes",
+        type=int,
+        default=2,
+        help="sampling passes over the questions, a group of group_size each (default 2)",
+    )
+    parser.add_argument("--limit", type=int, help="the first N training questions (default all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(run=_run_profile)
+
+
+def _run_profile(args: argparse.Namespace) -> int:
+    """Print the profile of the config's ``llm`` on its training questions (a table)."""
+    from agents.runs.dead_end_profile import dead_end_profile
+
+    if args.passes < 1:
+        raise ValueError(f"--passes must be at least 1, got {args.passes}")
+    profile = dead_end_profile(
+        _load_config(args),
+        preset=_config_name(args),
+        passes=args.passes,
+        limit=args.limit,
+        seed=args.seed,
+        log=print,
+    )
+    print(profile.table())
+    return 0
+
+
 def _add_sft_command(commands) -> None:
     parser = commands.add_parser(
         "sft", help="warm-start a policy on scripted search demonstrations (before RL)"
@@ -664,6 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sft_command(commands)
     _add_train_command(commands)
     _add_plan_command(commands)
+    _add_profile_command(commands)
     _add_tune_command(commands)
     _add_eval_command(commands)
     _add_index_command(commands)

@@ -369,6 +369,7 @@ def main() -> None:
     import ray
 
     from agents.rexrag import RexRagConfig
+    from agents.runs.ray_cluster import init_ray
 
     unknown = set(args.settings.split(",")) - set(SETTINGS)
     if unknown:
@@ -395,7 +396,7 @@ def main() -> None:
         meta = {**experiment, **warm_start_numbers(base, args)}
     meta.update(stamp(meta))
     meta_path.write_text(json.dumps(meta, indent=1))
-    ray.init(include_dashboard=False, log_to_driver=False)
+    init_ray()
     try:
         for seed in (int(s) for s in args.seeds.split(",")):
             for key in args.settings.split(","):  # seed-major: every seed completes all settings

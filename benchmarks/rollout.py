@@ -116,10 +116,11 @@ def probe_overhead(iterations: int) -> list[tuple[str, dict[str, float]]]:
 
     from agents.rexrag import RexRagConfig
     from agents.rexrag.rexrag import METRICS_KEY
+    from agents.runs.ray_cluster import init_ray
     from agents.warm_start.sanity_task import QUESTIONS_FILE, sanity_policy_path
 
     policy = sanity_policy_path()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    init_ray(num_cpus=2)
     rows = []
     for name, overrides in PROBE_SETTINGS:
         config = RexRagConfig.from_yaml(

@@ -18,6 +18,10 @@ from pathlib import Path
 from filelock import FileLock
 
 CACHE_ENV_VAR = "REXRAG_CACHE_DIR"
+#: In the name of every index the package caches: indexes are signed with the user's key
+#: since "v2" (docs/security.md), and one cached by an older rexrag (unsigned, so refused
+#: on load) is rebuilt under the new name rather than refused.
+INDEX_CACHE_VERSION = "v2"
 
 
 def cache_dir() -> Path:

@@ -12,7 +12,7 @@ import functools
 from importlib.resources import files
 from pathlib import Path
 
-from rexrag_env.cache import build_once, cache_dir, file_fingerprint
+from rexrag_env.cache import INDEX_CACHE_VERSION, build_once, cache_dir, file_fingerprint
 
 #: Benchmarks in the order of the paper's results table (spec §6.2).
 EMBEDDED_DATASETS: tuple[str, ...] = (
@@ -53,6 +53,7 @@ def embedded_retriever(kind: str = "bm25"):
     from rexrag_env.retrieval.index import build_index, load_retriever
 
     corpus = embedded_corpus_path()
-    target = cache_dir() / "indexes" / f"embedded-{kind}-{file_fingerprint(corpus)}"
+    name = f"embedded-{kind}-{file_fingerprint(corpus)}-{INDEX_CACHE_VERSION}"
+    target = cache_dir() / "indexes" / name
     build_once(target, lambda tmp: build_index(corpus, kind, tmp, overwrite=True))
     return load_retriever(target)

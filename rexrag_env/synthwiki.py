@@ -237,11 +237,11 @@ def synthwiki_texts(seed: int = 0) -> list[str]:
 
 def synthwiki_retriever(seed: int = 0):
     """BM25 over the SynthWiki corpus, built once into the cache."""
-    from rexrag_env.cache import build_once, cache_dir
+    from rexrag_env.cache import INDEX_CACHE_VERSION, build_once, cache_dir
     from rexrag_env.retrieval.index import build_index, load_retriever
 
     corpus = synthwiki_dir(seed) / "corpus.jsonl"
-    target = cache_dir() / "indexes" / f"synthwiki-seed{seed}-{VERSION}-bm25"
+    target = cache_dir() / "indexes" / f"synthwiki-seed{seed}-{VERSION}-bm25-{INDEX_CACHE_VERSION}"
     build_once(
         target, lambda tmp: build_index(corpus, "bm25", tmp, overwrite=True, show_progress=False)
     )

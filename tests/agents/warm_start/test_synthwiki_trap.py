@@ -142,3 +142,15 @@ def test_the_profile_of_a_policy_that_always_commits(committing_policy):
     names = [name for name, _ in profile.rows()]
     assert "continue after hop 1 (multi-hop)" in names and "log pi_old per prompt token" in names
     assert profile.table().startswith("| committing |")
+
+
+def test_the_profile_command_prints_the_table(committing_policy, capsys):
+    from agents.cli import main
+
+    overrides = [f"llm={committing_policy}", "group_size=2"]
+    arguments = ["profile", "--config", "tiny-synthwiki", *overrides]
+    assert main([*arguments, "--passes", "1", "--limit", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "| tiny-synthwiki | |" in out and "| continue after hop 1 (multi-hop) | 0.000" in out
+    assert main([*arguments, "--passes", "0"]) == 2
+    assert "--passes must be at least 1" in capsys.readouterr().err
