@@ -16,8 +16,10 @@ order the data flows:
 6. ``learner.py`` — :class:`RexRagLearner` scores π_old and π_ref (``logprobs.py``)
    over the batch; then
 7. ``learner_batch.py`` — filters the probes, computes GRPO advantages
-   (``losses.py``), α, error and trigger rates, and the behaviour log-probs of the
-   chosen mode from ``correction.py`` (``CORRECTIONS``);
+   (``losses.py``), α, error and trigger rates, the behaviour log-probs of the
+   chosen mode from ``correction.py`` (``CORRECTIONS``, then ``ORIGINAL_BEHAVIOURS``),
+   and which tokens carry loss from ``credit.py`` (``PROBE_CREDITS``), measuring
+   where the credit goes per component;
 8. ``learner.py`` — the clipped, corrected loss plus k3 KL (``losses.py``) on
    ``rl_module.py``'s :class:`CausalLMModule`, one optimizer step per mini-batch;
 9. ``rollout_metrics.py`` — what the iteration reports; weights go back to the runners.
