@@ -239,6 +239,11 @@ class RexRagLearner(TorchLearner):
                 old[rows, :width], entropy[rows, :width] = scored.float().cpu(), entropies.cpu()
                 reference[rows, :width] = referenced.float().cpu()
         module.model.train(was_training)
+        if self.sharded:
+            # FSDP2 keeps a root's parameters gathered after a forward with no backward;
+            # the reference only ever scores, so it would hold them whole (its embeddings)
+            # through the update
+            self._reference_scorer.reshard()
         return {
             "old_logprobs": old.numpy(),
             "reference_logprobs": reference.numpy(),
