@@ -25,7 +25,12 @@ import numpy as np
 import pytest
 import torch
 
-from agents.rexrag.correction import CORRECTIONS, CorrectionInputs, sequence_log_weights
+from agents.rexrag.correction import (
+    CORRECTIONS,
+    ORIGINAL_BEHAVIOURS,
+    CorrectionInputs,
+    sequence_log_weights,
+)
 from agents.rexrag.credit import PROBE_CREDITS, credit_components
 from agents.rexrag.probes import PromptPool
 
@@ -137,7 +142,9 @@ def model() -> Idealised:
     return Idealised(theta)
 
 
-def per_sample_weights(model: Idealised, mode: str, from_probe: bool) -> torch.Tensor:
+def per_sample_weights(
+    model: Idealised, mode: str, from_probe: bool, originals: str = "mixture"
+) -> torch.Tensor:
     """``[rows, MAX_LENGTH]`` token weights of each sequence as a sample of one sampler.
 
     ``from_probe``: the sequence was drawn by μ (the official code and ours flag probes
@@ -162,7 +169,7 @@ def per_sample_weights(model: Idealised, mode: str, from_probe: bool) -> torch.T
             error_rate=error_rate,
             trigger_rate=model.p_trigger,
         )
-        corrected = CORRECTIONS[PRODUCTION[mode]](inputs)
+        corrected = ORIGINAL_BEHAVIOURS[originals](CORRECTIONS[PRODUCTION[mode]](inputs), inputs)
         return (old - corrected.behaviour_logprobs).exp() * corrected.advantage_weights.unsqueeze(
             -1
         )
@@ -379,3 +386,23 @@ def test_group_only_descends_the_chance_of_committing_where_a_doubt_rescues(mode
     (Idealised(theta).pi * value).sum().backward()
     assert torch.allclose(pairs.expected_gradient("group_only"), -0.5 * theta.grad, atol=1e-12)
     assert float(value.max()) > 0.05  # some prefixes are rescued: the test has power
+
+
+def test_originals_under_policy_make_group_only_a_shorter_on_policy_step(model):
+    """``original_behaviour = policy``: originals get weight 1 whatever the mode, so
+    without probe terms every mode estimates (1-α)·∇J (the same direction, a step 1-α
+    shorter), and with ``copy`` the official mode's bias changes but stays."""
+    exact = model.gradient(model.pi.unsqueeze(-1) * model.reward.unsqueeze(-1))
+    reward = model.reward.unsqueeze(-1)
+    for mode in PRODUCTION:
+        originals = per_sample_weights(model, mode, False, "policy") * reward
+        estimate = model.gradient((1 - ALPHA) * model.pi.unsqueeze(-1) * originals)
+        assert torch.allclose(estimate, (1 - ALPHA) * exact, atol=1e-12), mode
+    probes = per_sample_weights(model, "rexrag", True, "policy") * reward
+    originals = per_sample_weights(model, "rexrag", False, "policy") * reward
+    copy = model.gradient(
+        (1 - ALPHA) * model.pi.unsqueeze(-1) * originals + ALPHA * model.mu.unsqueeze(-1) * probes
+    )
+    bias = float((copy - exact).norm() / exact.norm())
+    print(f"copy × rexrag, originals under policy: relative bias {bias:.4f}")
+    assert bias > 1e-3
