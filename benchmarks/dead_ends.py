@@ -5,6 +5,7 @@
         [--track-dataset synthwiki/validation] [--track-every 3]
         [--eval-dataset DATASET] [--eval-limit N] [--out DIR]
     python benchmarks/dead_ends.py --replot DIR      # tables and figure from saved runs
+    python benchmarks/dead_ends.py --blind ...       # a decisive run: no outcome until all are done
 
 Every run starts from the same warm-started policy (the preset's ``llm``), sees the same
 number of questions (iterations × questions_per_iteration) and differs only in the
@@ -25,6 +26,12 @@ paired difference of test EM and of held-out EM with its 95% interval, marked
 saved as it finishes (``DIR/runs/<setting>-seed<k>.json``; a rerun with the same
 ``--out`` skips the runs already there), with ``runs.csv``, ``differences.csv`` and
 ``curves.png`` beside them.
+
+``--blind`` is for the runs that decide (launch them all before looking at any): it
+trains and saves every run as usual but prints no outcome (no held-out EM per iteration,
+no table) until every planned run of the directory is done. The directory stays blind:
+``meta.json`` records it and the planned runs, a resumed or extended launch adds to
+them, and ``--replot`` refuses to report while any is missing.
 """
 
 from __future__ import annotations
@@ -94,15 +101,8 @@ def run(args, key: str, seed: int) -> dict:
                 if iteration % args.track_every == 0 or iteration == args.iterations:
                     algo.export_policy(directory)
                     tracked[iteration] = greedy_em(directory, config, args.track_dataset, None)
-                print(
-                    f"  {key} seed {seed}: iteration {iteration}/{args.iterations}"
-                    + (
-                        f", held-out EM {100 * tracked[iteration]:.1f}"
-                        if iteration in tracked
-                        else ""
-                    ),
-                    flush=True,
-                )
+                shown = None if args.blind else tracked.get(iteration)
+                print(progress(key, seed, iteration, args.iterations, shown), flush=True)
             test_em = greedy_em(directory, config, args.eval_dataset, args.eval_limit)
     finally:
         algo.stop()
@@ -115,6 +115,24 @@ def run(args, key: str, seed: int) -> dict:
         "test_em": test_em,
         "seconds": time.perf_counter() - start,
     }
+
+
+def progress(key: str, seed: int, iteration: int, iterations: int, em: float | None) -> str:
+    """A run's progress line, with its held-out EM when ``em`` is given (not when blind)."""
+    line = f"  {key} seed {seed}: iteration {iteration}/{iterations}"
+    return line if em is None else f"{line}, held-out EM {100 * em:.1f}"
+
+
+def run_name(key: str, seed: int) -> str:
+    """A run's file stem in ``DIR/runs/`` and its name in ``meta.json``'s planned runs."""
+    return f"{key}-seed{seed}"
+
+
+def still_hidden(meta: dict, out: Path) -> list[str]:
+    """The planned runs of a blind experiment that are not done yet (none if not blind)."""
+    if not meta.get("blind"):
+        return []
+    return [name for name in meta["planned_runs"] if not (out / "runs" / f"{name}.json").is_file()]
 
 
 def warm_start_numbers(base, args) -> dict:
@@ -360,11 +378,20 @@ def main() -> None:
     parser.add_argument(
         "--replot", metavar="DIR", help="report the runs saved in DIR, train nothing"
     )
+    parser.add_argument(
+        "--blind",
+        action="store_true",
+        help="print no outcome until every planned run is done (the directory stays blind)",
+    )
     args = parser.parse_args()
 
     if args.replot:
         out = Path(args.replot)
-        report(load_runs(out), json.loads((out / "meta.json").read_text()), out)
+        meta = json.loads((out / "meta.json").read_text())
+        missing = still_hidden(meta, out)
+        if missing:
+            sys.exit(f"{out} is a blind experiment with {len(missing)} runs still to do: no report")
+        report(load_runs(out), meta, out)
         return
     import ray
 
@@ -394,18 +421,28 @@ def main() -> None:
             )
     else:
         meta = {**experiment, **warm_start_numbers(base, args)}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    planned = [run_name(key, seed) for seed in seeds for key in args.settings.split(",")]
+    args.blind = args.blind or bool(meta.get("blind"))  # a blind experiment stays blind
+    if args.blind:
+        meta["blind"] = True
+        meta["planned_runs"] = list(dict.fromkeys([*meta.get("planned_runs", []), *planned]))
     meta.update(stamp(meta))
     meta_path.write_text(json.dumps(meta, indent=1))
     init_ray()
     try:
-        for seed in (int(s) for s in args.seeds.split(",")):
+        for seed in seeds:
             for key in args.settings.split(","):  # seed-major: every seed completes all settings
-                path = out / "runs" / f"{key}-seed{seed}.json"
+                path = out / "runs" / f"{run_name(key, seed)}.json"
                 if path.is_file():
                     continue
                 path.write_text(json.dumps(run(args, key, seed)))
     finally:
         ray.shutdown()
+    missing = still_hidden(meta, out)
+    if missing:
+        print(f"blind: {len(missing)} planned runs still to do; no outcome is shown until then")
+        return
     report(load_runs(out), meta, out)
 
 

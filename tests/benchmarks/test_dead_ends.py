@@ -1,0 +1,32 @@
+"""The dead-end experiment's blind mode: a decisive run shows no outcome until all are done."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from benchmarks import dead_ends
+
+
+def test_a_blind_run_prints_progress_without_its_held_out_em():
+    assert dead_ends.progress("rexrag", 3, 6, 10, 0.4567) == (
+        "  rexrag seed 3: iteration 6/10, held-out EM 45.7"
+    )
+    assert dead_ends.progress("rexrag", 3, 6, 10, None) == "  rexrag seed 3: iteration 6/10"
+
+
+def test_a_blind_experiment_reports_nothing_until_every_planned_run_is_done(
+    tmp_path, monkeypatch, capsys
+):
+    (tmp_path / "runs").mkdir()
+    planned = [dead_ends.run_name(key, seed) for seed in (5, 6) for key in ("grpo", "rexrag")]
+    meta = {"blind": True, "planned_runs": planned}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    (tmp_path / "runs" / "grpo-seed5.json").write_text("{}")
+    assert dead_ends.still_hidden(meta, tmp_path) == planned[1:]
+    assert dead_ends.still_hidden({"planned_runs": planned}, tmp_path) == []  # not blind
+    monkeypatch.setattr(sys, "argv", ["dead_ends.py", "--replot", str(tmp_path)])
+    with pytest.raises(SystemExit, match="blind experiment with 3 runs still to do"):
+        dead_ends.main()
