@@ -1,7 +1,8 @@
-"""The experiment: plain GRPO vs REX-RAG (correction none / rexrag / sequence), same budget.
+"""The experiment: plain GRPO vs REX-RAG (corrections, probe credit, baselines), same budget.
 
     python benchmarks/dead_ends.py [--config tiny-synthwiki] [--iterations 15]
-        [--seeds 0,1,2,3,4] [--settings grpo,none,rexrag,sequence]
+        [--seeds 0,1,2,3,4] [--settings grpo,none,rexrag,sequence]   # the default four
+        (more settings: grpo_batch, masked, group_only; see SETTINGS)
         [--track-dataset synthwiki/validation] [--track-every 3]
         [--eval-dataset DATASET] [--eval-limit N] [--out DIR]
     python benchmarks/dead_ends.py --replot DIR      # tables and figure from saved runs
@@ -59,7 +60,18 @@ SETTINGS = {
     "none": ("REX-RAG, correction none", {"correction": "none"}),
     "rexrag": ("REX-RAG, correction rexrag", {"correction": "rexrag"}),
     "sequence": ("REX-RAG, correction sequence", {"correction": "sequence"}),
+    "grpo_batch": (
+        "GRPO, tied groups on the batch baseline",
+        {"probes": False, "advantage_baseline": "group_or_batch"},
+    ),
+    "masked": ("REX-RAG, rexrag, prefix masked", {"probe_credit": "masked"}),
+    "group_only": (
+        "REX-RAG, rexrag, probes in group statistics only",
+        {"probe_credit": "group_only"},
+    ),
 }
+#: What ``--settings`` runs unless told: the four of the 24-seed comparison (docs/results.md).
+DEFAULT_SETTINGS = ("grpo", "none", "rexrag", "sequence")
 #: (a, b): the differences a - b reported, where both settings ran.
 COMPARISONS = (
     ("rexrag", "grpo"),
@@ -67,6 +79,11 @@ COMPARISONS = (
     ("none", "grpo"),
     ("rexrag", "none"),
     ("sequence", "rexrag"),
+    ("grpo_batch", "grpo"),
+    ("masked", "rexrag"),
+    ("group_only", "rexrag"),
+    ("group_only", "grpo"),
+    ("group_only", "grpo_batch"),
 )
 #: A difference is decided when its interval excludes 0 or is narrower than this (EM points).
 DECIDED_HALF_WIDTH = 3.0
@@ -369,7 +386,9 @@ def main() -> None:
     parser.add_argument("--config", default="tiny-synthwiki", help="preset or YAML file")
     parser.add_argument("--iterations", type=int, default=15)
     parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"of {list(SETTINGS)}")
+    parser.add_argument(
+        "--settings", default=",".join(DEFAULT_SETTINGS), help=f"of {list(SETTINGS)}"
+    )
     parser.add_argument("--track-dataset", default="synthwiki/validation")
     parser.add_argument("--track-every", type=int, default=3, help="iterations")
     parser.add_argument("--eval-dataset", default=None, help="default: the preset's eval_dataset")

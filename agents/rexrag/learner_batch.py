@@ -18,7 +18,7 @@ import torch
 
 from agents.rexrag.correction import CORRECTIONS, ORIGINAL_BEHAVIOURS, CorrectionInputs
 from agents.rexrag.credit import COMPONENT_NAMES, PROBE_CREDITS, credit_components
-from agents.rexrag.losses import grpo_advantages, masked_mean
+from agents.rexrag.losses import ADVANTAGE_BASELINES, masked_mean
 from agents.rexrag.probes import select_probes
 from agents.rexrag.token_batch import TokenBatch, select_rows
 
@@ -59,6 +59,7 @@ def build_learner_batch(
     clip_high: float,
     probe_credit: str = "copy",
     original_behaviour: str = "mixture",
+    advantage_baseline: str = "group",
     entropy: np.ndarray | None = None,
 ) -> LearnerBatch:
     """Filter probes, then compute advantages and behaviour log-probs (spec §3.3, §4.3).
@@ -71,7 +72,9 @@ def build_learner_batch(
     sets the originals' part of it, and ``probe_credit``
     (:data:`~agents.rexrag.credit.PROBE_CREDITS`) which tokens carry loss: rows left
     with none (``group_only``'s probes) still count in their group's advantages but
-    leave the learner's columns. ``entropy`` (``[batch, seq]``, π_old's) adds each
+    leave the learner's columns. ``advantage_baseline``
+    (:data:`~agents.rexrag.losses.ADVANTAGE_BASELINES`) normalises the rewards.
+    ``entropy`` (``[batch, seq]``, π_old's) adds each
     component's mean entropy to the statistics.
     """
     old = np.maximum(np.nan_to_num(old_logprobs, nan=MIN_LOGPROB), MIN_LOGPROB)
@@ -90,7 +93,9 @@ def build_learner_batch(
     pool = torch.as_tensor(np.maximum(kept_batch.sampling_logprobs, MIN_LOGPROB))
     rewards = torch.as_tensor(kept_batch.rewards)
 
-    advantages = grpo_advantages(rewards, torch.as_tensor(kept_batch.group_ids))
+    advantages = ADVANTAGE_BASELINES[advantage_baseline](
+        rewards, torch.as_tensor(kept_batch.group_ids), is_probe
+    )
     alpha = len(kept) / len(rows)
     original_accuracy = float(rewards[~is_probe].mean()) if len(originals) else 0.0
     error_rate = 1.0 - original_accuracy

@@ -38,6 +38,43 @@ def grpo_advantages(
     return advantages
 
 
+def uniform_groups_on_the_batch(
+    rewards: torch.Tensor, group_ids: torch.Tensor, is_probe: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
+    """GRPO's advantages, except that a group whose rewards all tie (all wrong or all
+    right: no signal within it) is normalised by the batch's originals instead:
+    ``(R - mean_batch) / (std_batch + eps)``. An all-wrong group's originals are then
+    pushed down (and an all-right group's up) without any probe: the baseline a probe's
+    right answer gives its group under ``probe_credit = group_only``, had by other means
+    (issue "When does REX-RAG help?": is a probe needed at all?). ``is_probe``:
+    ``[batch]``; the batch statistics are over originals only, so probes do not set them.
+    """
+    advantages = grpo_advantages(rewards, group_ids, eps)
+    originals = rewards[~is_probe].float()
+    if originals.numel() < 2:
+        return advantages
+    mean, std = originals.mean(), originals.std()
+    for group in torch.unique(group_ids):
+        members = group_ids == group
+        if torch.all(rewards[members] == rewards[members][0]):
+            advantages[members] = (rewards[members].float() - mean) / (std + eps)
+    return advantages
+
+
+def within_groups(
+    rewards: torch.Tensor, group_ids: torch.Tensor, is_probe: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
+    """The official GRPO advantages (:func:`grpo_advantages`): a tied group gets 0."""
+    return grpo_advantages(rewards, group_ids, eps)
+
+
+#: The ``advantage_baseline`` options (``RexRagConfig``), one signature each.
+ADVANTAGE_BASELINES = {
+    "group": within_groups,
+    "group_or_batch": uniform_groups_on_the_batch,
+}
+
+
 def clipped_surrogate(
     logprobs: torch.Tensor,
     behaviour_logprobs: torch.Tensor,

@@ -55,6 +55,7 @@ from agents.rexrag.env_runner import RexRagEnvRunner, RolloutResult
 from agents.rexrag.learner import RexRagLearner
 from agents.rexrag.learner_batch import build_learner_batch
 from agents.rexrag.learner_group import RexRagLearnerGroup
+from agents.rexrag.losses import ADVANTAGE_BASELINES
 from agents.rexrag.preset_files import read_config_file
 from agents.rexrag.probes import (
     KEEP_RATIO_DECAY,
@@ -206,6 +207,10 @@ class RexRagSettings:
     #: (1-α)·π_old under ``rexrag``) or ``policy`` (π_old and advantage weight 1, as
     #: in GRPO; probes keep the mode's mixture).
     original_behaviour: str = "mixture"
+    #: GRPO's baseline: ``group`` (official: each group's own mean and std; a group whose
+    #: rewards all tie gets 0) or ``group_or_batch`` (a tied group is normalised by the
+    #: batch's originals instead, so an all-wrong group is pushed down without a probe).
+    advantage_baseline: str = "group"
     #: Search-enabled turns, then one final turn without search (spec §1.2).
     max_turns: int = DEFAULT_MAX_TURNS
     #: Passages per search (spec §5.1).
@@ -425,6 +430,7 @@ class RexRagConfig(AlgorithmConfig):
         for name, table in (
             ("probe_credit", PROBE_CREDITS),
             ("original_behaviour", ORIGINAL_BEHAVIOURS),
+            ("advantage_baseline", ADVANTAGE_BASELINES),
         ):
             if getattr(self, name) not in table:
                 problems.append(
@@ -729,6 +735,7 @@ class RexRag(Algorithm):
             clip_high=config.clip_high,
             probe_credit=config.probe_credit,
             original_behaviour=config.original_behaviour,
+            advantage_baseline=config.advantage_baseline,
             entropy=scores["entropy"],
         )
         env_steps = env_steps_sampled(trajectories)

@@ -204,7 +204,10 @@ def test_rescued_groups_right_probes_in_solved_groups_and_self_doubt():
 def test_unknown_options_are_refused_by_name():
     from agents.rexrag import RexRagConfig
 
-    config = RexRagConfig().training(probe_credit="tree", original_behaviour="mu")
+    config = RexRagConfig().training(
+        probe_credit="tree", original_behaviour="mu", advantage_baseline="global"
+    )
     with pytest.raises(ValueError, match="probe_credit must be one of") as error:
         config.check_settings()
     assert "original_behaviour must be one of ('mixture', 'policy')" in str(error.value)
+    assert "advantage_baseline must be one of ('group', 'group_or_batch')" in str(error.value)

@@ -69,3 +69,23 @@ def test_low_var_kl_hand_computed():
 
 def test_masked_mean_with_empty_mask():
     assert masked_mean(torch.ones(2, 2), torch.zeros(2, 2)).item() == 0.0
+
+
+def test_a_tied_group_takes_the_batch_baseline_under_group_or_batch():
+    from agents.rexrag.losses import ADVANTAGE_BASELINES
+
+    rewards = torch.tensor([0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0])
+    groups = torch.tensor([0, 0, 1, 1, 2, 2, 2])
+    is_probe = torch.tensor([False, False, False, False, False, False, True])
+    official = ADVANTAGE_BASELINES["group"](rewards, groups, is_probe)
+    assert official[[0, 1, 4, 5, 6]].abs().max() < 1e-6  # tied groups: no signal
+    batch = ADVANTAGE_BASELINES["group_or_batch"](rewards, groups, is_probe)
+    # the originals' mean 3/6 and unbiased std √0.3 (the probe does not set them)
+    z = 0.5 / math.sqrt(0.3)
+    expected = [-z, -z, 1 / math.sqrt(2), -1 / math.sqrt(2), z, z, z]
+    assert batch.tolist() == pytest.approx(expected, rel=1e-5)
+    # a right probe in the all-wrong group unties it: GRPO's own statistics again
+    rescued = ADVANTAGE_BASELINES["group_or_batch"](
+        torch.tensor([0.0, 0.0, 1.0]), torch.tensor([0, 0, 0]), torch.tensor([False, False, True])
+    )
+    assert rescued.tolist() == pytest.approx([-1 / math.sqrt(3)] * 2 + [2 / math.sqrt(3)], rel=1e-5)
