@@ -106,7 +106,13 @@ def test_presets_load_and_validate():
         "tiny-cpu",
         "tiny-sanity",
         "tiny-synthwiki",
+        "tiny-synthwiki-trap",
     ]
+    # the trap is the embedded default's testbed with its own starting policy
+    trap = RexRagConfig.from_yaml("tiny-synthwiki-trap")
+    default = RexRagConfig.from_yaml("tiny-synthwiki")
+    differing = {k for k, v in trap.to_yaml_dict().items() if v != getattr(default, k)}
+    assert differing == {"llm", "max_new_tokens_per_turn"}
     sanity = RexRagConfig.from_yaml("tiny-sanity")  # base: tiny-cpu, then its own fields
     assert (sanity.llm, sanity.group_size, sanity.dataset) == ("tiny-sanity", 4, "tiny-sanity")
     paper = RexRagConfig.from_yaml("qwen2.5-3b-search-r1")
