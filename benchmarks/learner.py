@@ -236,7 +236,7 @@ def run_plan_case(model_name: str, dtype: str, checkpointing: bool) -> dict:
     from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 
     from agents.rexrag import RexRagConfig
-    from agents.rexrag.learner import micro_batches
+    from agents.rexrag.micro_batches import micro_batches
     from agents.runs.memory_plan import MicroBatchShape, model_shape, plan_memory
     from rexrag_env.spaces import UnicodeText
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,8 @@ from agents.llm.models import save_pretrained_weights
 from agents.rexrag.credit import SUM_SUFFIX, component_sums
 from agents.rexrag.logprobs import response_token_logprobs
 from agents.rexrag.losses import clipped_surrogate, clipped_tokens, low_var_kl, masked_mean
+from agents.rexrag.lr_schedule import warmup_learning_rate
+from agents.rexrag.micro_batches import micro_batches, placeholder_rows
 from agents.rexrag.sharding import (
     clip_global_norm,
     gathered_optimizer_state,
@@ -48,35 +50,6 @@ class PolicyExport:
         self.tokenizer.save_pretrained(str(directory))
 
 
-def warmup_learning_rate(base_lr: float, iteration: int, warmup_iterations: int) -> float:
-    """Linear warm-up to ``base_lr`` over ``warmup_iterations`` iterations, then constant.
-
-    The official run warms up over 286 of its 1005 steps; iteration 0 trains at
-    ``base_lr / warmup`` (verl's schedule starts at 0, which wastes one iteration).
-    """
-    if warmup_iterations <= 0:
-        return base_lr
-    return base_lr * min(1.0, (iteration + 1) / warmup_iterations)
-
-
-def micro_batches(attention_mask: torch.Tensor, max_tokens: int) -> Iterator[tuple[slice, int]]:
-    """Consecutive row ranges whose padded size (rows × longest row) fits ``max_tokens``.
-
-    Yields ``(rows, width)``; a row longer than ``max_tokens`` gets a micro-batch alone.
-    Like verl's dynamic batch size: memory follows tokens, not a fixed row count.
-    """
-    lengths = attention_mask.sum(-1).tolist()
-    start, width = 0, 0
-    for row, length in enumerate(lengths):
-        grown = max(width, int(length))
-        if row > start and grown * (row - start + 1) > max_tokens:
-            yield slice(start, row), width
-            start, grown = row, int(length)
-        width = grown
-    if start < len(lengths):
-        yield slice(start, len(lengths)), width
-
-
 class RexRagLearner(TorchLearner):
     """Computes the loss of one module from a token batch; the algorithm prepares the rest.
 
@@ -94,6 +67,17 @@ class RexRagLearner(TorchLearner):
     gradients accumulate, each weighted by its share of the mini-batch's trained
     tokens, so the loss is the exact token mean whatever the micro-batch size.
     The frozen reference policy (for the KL term) is a copy of the initial weights.
+
+    **The RLlib seam.** RLlib's public Learner hooks cannot express a reference policy
+    sharded beside the policy, token-budget micro-batches with exact token-mean
+    gradients, or FSDP2 optimizer state, so this class overrides six private hooks of
+    ``TorchLearner``/``Learner`` (``_make_module``, ``_make_modules_ddp_if_necessary``,
+    ``_uncompiled_update``, ``_get_clip_function``, ``_get_optimizer_state``,
+    ``_set_optimizer_state``) and reads eight private names (``_device``, ``_module``,
+    ``_params``, ``_named_optimizers``, ``_optimizer_parameters``,
+    ``_optimizer_name_to_module``, ``_weights_seq_no``, ``_set_optimizer_lr``). They are
+    why ``ray[rllib]`` is pinned to 2.60.x (setup.cfg);
+    ``tests/agents/rexrag/test_rllib_seam.py`` names each one that a new RLlib removes.
     """
 
     @property
@@ -380,20 +364,3 @@ def _clip_gradients(gradients: dict, *, grad_clip: float, grad_clip_by: str):
     if grad_clip_by == "global_norm":
         return clip_global_norm(gradients, grad_clip)
     return clip_gradients(gradients, grad_clip=grad_clip, grad_clip_by=grad_clip_by)
-
-
-def placeholder_rows(columns: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """One two-token row with one target, zeros elsewhere, shaped like ``columns``: the
-    micro-batch a sharded learner runs (and scales by 0) when it has fewer than the
-    others, so that every learner runs the same forward passes."""
-    rows = {
-        name: torch.zeros(
-            (1, 2) if value.dim() == 2 else (1,), dtype=value.dtype, device=value.device
-        )
-        for name, value in columns.items()
-    }
-    rows["attention_mask"][:] = 1
-    for name in ("target_mask", "loss_mask"):
-        if name in rows:
-            rows[name][0, 1] = 1
-    return rows

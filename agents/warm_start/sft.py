@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 
 from agents.base import run_episode
 from agents.llm_agent import prompt_token_ids
-from agents.rexrag.learner import micro_batches
 from agents.rexrag.logprobs import response_token_logprobs
 from agents.rexrag.losses import masked_mean
+from agents.rexrag.micro_batches import micro_batches
 from agents.rexrag.token_batch import to_token_batch
 from agents.trajectory import Component, Trajectory, observation_component
 from rexrag_env.protocol import DEFAULT_MAX_OBSERVATION_TOKENS, make_prompt_messages

@@ -9,7 +9,9 @@ from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from transformers import AutoModelForCausalLM
 
 from agents.rexrag import RexRagConfig
-from agents.rexrag.learner import RexRagLearner, micro_batches, warmup_learning_rate
+from agents.rexrag.learner import RexRagLearner
+from agents.rexrag.lr_schedule import warmup_learning_rate
+from agents.rexrag.micro_batches import micro_batches
 from agents.rexrag.rexrag import _LEARNER_METRICS, _learner_values
 from rexrag_env.spaces import UnicodeText
 
