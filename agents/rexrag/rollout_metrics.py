@@ -10,13 +10,20 @@ from agents.trajectory import Component, Trajectory
 from rexrag_env.protocol import THINK_OPEN
 
 
+def solved_questions(trajectories: Sequence[Trajectory]) -> dict[str, bool]:
+    """Per question of ``trajectories`` (in order of appearance), whether any of them is
+    correct: the group-level outcome dead ends and rescues are defined by."""
+    solved: dict[str, bool] = {}
+    for t in trajectories:
+        solved[t.example_id] = solved.get(t.example_id, False) or t.correct
+    return solved
+
+
 def dead_end_fraction(trajectories: Sequence[Trajectory]) -> float:
     """Fraction of questions none of whose ``trajectories`` is correct (spec §3.3's
     ``INFO/num_leq_threshold`` as a fraction): pass originals only for "before
     probing", originals plus kept probes for "after"."""
-    solved: dict[str, bool] = {}
-    for t in trajectories:
-        solved[t.example_id] = solved.get(t.example_id, False) or t.correct
+    solved = solved_questions(trajectories)
     return float(np.mean([not s for s in solved.values()])) if solved else 0.0
 
 
@@ -37,13 +44,15 @@ def doubt_openings(prompts: Sequence[str], words: int = DOUBT_OPENING_WORDS) -> 
     return sorted(opening for opening in openings if opening)
 
 
+def doubts(original: Trajectory, openings: Sequence[str]) -> bool:
+    """Whether an original's own text (its actions) contains a doubt's opening."""
+    return any(opening in turn.action for turn in original.turns for opening in openings)
+
+
 def self_doubt_rate(originals: Sequence[Trajectory], openings: Sequence[str]) -> float:
-    """The share of ``originals`` whose own text (their actions) contains a doubt's
-    opening: how often the policy doubts without a probe's prompt."""
-    doubting = [
-        any(opening in turn.action for turn in t.turns for opening in openings) for t in originals
-    ]
-    return _mean(doubting)
+    """The share of ``originals`` that :func:`doubts`: how often the policy doubts
+    without a probe's prompt."""
+    return _mean([doubts(t, openings) for t in originals])
 
 
 def group_outcomes(
@@ -53,9 +62,7 @@ def group_outcomes(
     probe rescues (the groups where a probe turns the originals' advantages negative);
     ``right_probes_in_solved_groups``: right kept probes of questions an original had
     already answered (their credit only competes with the right originals')."""
-    solved: dict[str, bool] = {}
-    for t in originals:
-        solved[t.example_id] = solved.get(t.example_id, False) or t.correct
+    solved = solved_questions(originals)
     rescued = {t.example_id for t in kept_probes if t.correct and not solved.get(t.example_id)}
     return {
         "rescued_groups": float(len(rescued)),

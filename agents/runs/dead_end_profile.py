@@ -21,7 +21,7 @@ import torch
 
 from agents.rexrag import RexRagConfig
 from agents.rexrag.logprobs import response_token_logprobs
-from agents.rexrag.rollout_metrics import doubt_openings, self_doubt_rate
+from agents.rexrag.rollout_metrics import doubt_openings, doubts
 from agents.rexrag.token_batch import to_token_batch
 from agents.runs.paired_stats import Interval, proportion_interval
 from agents.trajectory import Trajectory
@@ -144,10 +144,11 @@ def dead_end_profile(
     retriever = make_retriever(config.retriever)
     policy = resolve_model(config.llm)
     generator = HFGenerator.from_pretrained(str(policy))
+    pool = config.prompt_pool()
     sampler = MixedSampler(
         config.make_agent(generator),
         lambda n: config.make_vector_env(n, questions, retriever),
-        config.prompt_pool(),
+        pool,
         group_size=config.group_size,
         probe_prob=config.probe_prob,
         probe_trigger=config.probe_trigger,
@@ -170,7 +171,7 @@ def dead_end_profile(
     for t in multi_hop:
         per_question[t.example_id].append(t.correct)
     counts = group_counts(samples, hops)
-    doubting = self_doubt_rate(originals, doubt_openings(config.prompt_pool()))
+    openings = doubt_openings(pool)
     return DeadEndProfile(
         preset=preset,
         policy=str(config.llm),
@@ -197,7 +198,9 @@ def dead_end_profile(
         multi_hop_questions=len(per_question),
         prompt_logprob_per_token=log_per_token,
         prompt_tokens=prompt_tokens,
-        self_doubt_rate=proportion_interval(round(doubting * len(originals)), len(originals)),
+        self_doubt_rate=proportion_interval(
+            sum(doubts(t, openings) for t in originals), len(originals)
+        ),
         dead_end_group_rate=counts["dead_end"] / counts["groups"],
         same_wrong_group_rate=counts["same_wrong"] / counts["groups"],
         rescued_group_rate=proportion_interval(counts["rescued"], counts["groups"]),
