@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from agents.rexrag import RexRagConfig
-from agents.rexrag.preset_files import packaged_yaml
+from agents.rexrag.settings import packaged_yaml
 
 SAMPLERS = ("grid", "choice", "uniform", "loguniform", "randint", "quniform")
 

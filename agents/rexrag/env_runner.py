@@ -8,6 +8,7 @@ trajectories of originals and probes; the algorithm turns them into learner batc
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 import traceback
@@ -48,7 +49,7 @@ class RolloutResult:
     """
 
     trajectories: list[Trajectory] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)  # generation, retrieval, probing
+    seconds: dict[str, float] = field(default_factory=dict)  # MixedSample's, and sampling
     worker_index: int = 0
     error: str | None = None
 
@@ -58,7 +59,7 @@ class RexRagEnvRunner(EnvRunner):
 
     def __init__(self, *, config, **kwargs):
         super().__init__(config=config, **kwargs)
-        self.module, generator = self._make_policy(config)
+        self.module, self.generator = self._make_policy(config)
         seed = worker_seed(config.seed or 0, self.worker_index or 0)
         # A constructor that raises loses its message: RLlib (restart_failed_env_runners)
         # logs it, drops the actor and fails the build with an unrelated IndexError. The
@@ -68,19 +69,15 @@ class RexRagEnvRunner(EnvRunner):
             retriever = make_retriever(config.retriever)
         except Exception as error:
             retriever, self.setup_error = None, _error_report(error)
-        self.questions = load_qa_dataset(config.dataset)
-        self.sampler = MixedSampler(
-            config.make_agent(generator),
-            lambda num_envs: config.make_vector_env(num_envs, self.questions, retriever),
-            config.prompt_pool(),
-            config.group_size,
-            config.probe_prob,
-            config.probe_trigger,
-            probes=config.probes,
-            seed=seed,
-        )
+        self.sampler = MixedSampler.for_run(config, self.generator, retriever, seed=seed)
         self._rng = random.Random(seed)
         self._weights_seq_no = 0
+
+    @functools.cached_property
+    def dataset(self) -> list[QAExample]:
+        """The run's questions, loaded only by a standalone runner that draws its own
+        (:meth:`sample` without ``questions``): the algorithm sends each iteration's."""
+        return load_qa_dataset(self.config.dataset)
 
     @staticmethod
     def _make_policy(config) -> tuple[Any, Any]:
@@ -133,26 +130,23 @@ class RexRagEnvRunner(EnvRunner):
             self._rng = random.Random(seed)
             self.sampler.reseed(seed)
         if questions is None:
-            count = min(num_questions or self.config.questions_per_iteration, len(self.questions))
-            questions = self._rng.sample(self.questions, count)
-        agent = self.sampler.agent
-        agent.seconds = dict.fromkeys(agent.seconds, 0.0)
+            count = min(num_questions or self.config.questions_per_iteration, len(self.dataset))
+            questions = self._rng.sample(self.dataset, count)
         start = time.perf_counter()
         try:
-            trajectories = self.sampler.sample(questions)
+            sample = self.sampler.sample(questions)
         except Exception as error:  # reported to the driver, see RolloutResult
             return RolloutResult(
                 worker_index=self.worker_index or 0,
                 error=_error_report(error),
             )
-        seconds = {**agent.seconds, "probing": self.sampler.probe_seconds}
-        seconds["sampling"] = time.perf_counter() - start
-        return RolloutResult(trajectories, seconds, self.worker_index or 0)
+        seconds = {**sample.seconds, "sampling": time.perf_counter() - start}
+        return RolloutResult(sample.trajectories, seconds, self.worker_index or 0)
 
     def release_generation_memory(self) -> None:
         """Put a vLLM engine to sleep while the learners step (``vllm_sleep_level`` > 0;
         otherwise, and for the HF backend, nothing to do). The next weight sync wakes it."""
-        sleep = getattr(self.sampler.agent.generator, "sleep", None)
+        sleep = getattr(self.generator, "sleep", None)
         if sleep is not None:
             sleep()
 
@@ -161,8 +155,8 @@ class RexRagEnvRunner(EnvRunner):
         return {"__env__": spaces, DEFAULT_MODULE_ID: spaces}
 
     def assert_healthy(self) -> None:
-        if self.sampler is None or not self.questions:
-            raise RuntimeError("RexRagEnvRunner is stopped or has no questions")
+        if self.sampler is None:
+            raise RuntimeError("RexRagEnvRunner is stopped")
 
     def get_metrics(self) -> dict[str, Any]:
         return {}
@@ -192,7 +186,7 @@ class RexRagEnvRunner(EnvRunner):
             if self.module is not None:
                 self.module.set_state(weights)
             else:  # vLLM: module keys are "model." + the HF parameter names
-                self.sampler.agent.generator.load_weights(
+                self.generator.load_weights(
                     {k.removeprefix("model."): torch.as_tensor(v) for k, v in weights.items()}
                 )
             self._weights_seq_no = max(self._weights_seq_no, sequence)

@@ -8,8 +8,11 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from agents.base import start_episodes
+from agents.llm.base import Generator
 from agents.llm.seeding import stream_seed
 from agents.llm_agent import LLMAgent
 from agents.rexrag.probes import PromptPool, make_probe
@@ -17,8 +20,21 @@ from agents.trajectory import Trajectory
 from rexrag_env.datasets import QAExample
 from rexrag_env.vector import SearchQAVectorEnv
 
+if TYPE_CHECKING:
+    from agents.rexrag.rexrag import RexRagConfig
+
 #: The streams below a sample's seed (see :func:`agents.llm.seeding.stream_seed`).
 PROBE_DRAWS, GENERATION = 0, 1
+
+
+@dataclass
+class MixedSample:
+    """What one :meth:`MixedSampler.sample` returns: the trajectories and where its wall
+    time went (``generation`` and ``retrieval``: the agent's, over both phases;
+    ``probing``: the whole probe phase)."""
+
+    trajectories: list[Trajectory]
+    seconds: dict[str, float]
 
 
 class MixedSampler:
@@ -35,10 +51,13 @@ class MixedSampler:
 
     Args:
         agent: the LLMAgent (generator + sampling settings) that plays every episode.
-        make_envs: builds a ``SearchQAVectorEnv`` of ``n`` envs with
-            ``AutoresetMode.DISABLED`` (dataset-independent: questions come per reset).
+        make_envs: ``make_envs(n, questions)`` builds a ``SearchQAVectorEnv`` of ``n``
+            envs over ``questions`` with ``AutoresetMode.DISABLED`` (every episode
+            starts from a reset that names its question).
         prompts: the exploratory prompt pool (text).
-        group_size, probe_prob, probe_trigger: spec §5.1 knobs (see ``RexRagConfig``).
+        group_size, probe_prob, probe_trigger, probes, max_turns: the run's fields of
+            those names (:class:`~agents.rexrag.settings.RexRagSettings`); ``max_turns``
+            tells a search-enabled turn from the final one.
         seed: seeds the probe draws (spawn coin and prompt choice) and the agent's
             sampling, as :meth:`reseed`.
     """
@@ -46,10 +65,12 @@ class MixedSampler:
     def __init__(
         self,
         agent: LLMAgent,
-        make_envs: Callable[[int], SearchQAVectorEnv],
+        make_envs: Callable[[int, Sequence[QAExample]], SearchQAVectorEnv],
         prompts: Sequence[str],
+        *,
         group_size: int,
         probe_prob: float,
+        max_turns: int,
         probe_trigger: str = "wrong_answer",
         probes: bool = True,
         seed: int | None = None,
@@ -63,13 +84,37 @@ class MixedSampler:
         self.pool = PromptPool(self.prompt_ids)
         self.group_size = group_size
         self.probe_prob = probe_prob
+        self.max_turns = max_turns
         self.probe_trigger = probe_trigger
         self.probes = probes
         self.rng = random.Random()
         if seed is not None:
             self.reseed(seed)
         self._envs: SearchQAVectorEnv | None = None
-        self.probe_seconds = 0.0  # wall time of the last sample's probe phase
+
+    @classmethod
+    def for_run(
+        cls,
+        config: RexRagConfig,
+        generator: Generator,
+        retriever: Any,
+        *,
+        probes: bool | None = None,
+        seed: int | None = None,
+    ) -> MixedSampler:
+        """The sampler a run's EnvRunner uses: ``config``'s agent, envs, pool and
+        knobs over ``generator`` and ``retriever`` (``probes`` overrides the run's)."""
+        return cls(
+            config.make_agent(generator),
+            lambda count, questions: config.make_vector_env(count, questions, retriever),
+            config.prompt_pool(),
+            group_size=config.group_size,
+            probe_prob=config.probe_prob,
+            max_turns=config.max_turns,
+            probe_trigger=config.probe_trigger,
+            probes=config.probes if probes is None else probes,
+            seed=seed,
+        )
 
     def reseed(self, seed: int) -> None:
         """Seed the probe draws and the agent's sampling (two streams below ``seed``):
@@ -77,25 +122,27 @@ class MixedSampler:
         self.rng = random.Random(stream_seed(seed, PROBE_DRAWS))
         self.agent.reseed(stream_seed(seed, GENERATION))
 
-    def _vector_env(self, count: int) -> SearchQAVectorEnv:
+    def _vector_env(self, count: int, questions: Sequence[QAExample]) -> SearchQAVectorEnv:
         """A vector env of at least ``count`` envs (rebuilt larger when a sample needs it;
-        every episode starts from a full reset, so which instance plays it is moot)."""
+        every episode starts from a reset naming its question, so which instance plays
+        it, and which questions the env was built over, are moot)."""
         if self._envs is None or self._envs.num_envs < count:
-            self._envs = self.make_envs(count)
+            self._envs = self.make_envs(count, questions)
         return self._envs
 
-    def sample(self, questions: Sequence[QAExample]) -> list[Trajectory]:
+    def sample(self, questions: Sequence[QAExample]) -> MixedSample:
         """Originals (``group_size`` per question, in question order, the k-th of a group
         named ``question#k``), then the probes (each naming its parent)."""
+        self.agent.seconds = dict.fromkeys(self.agent.seconds, 0.0)
         options = [{"example": q} for q in questions for _ in range(self.group_size)]
-        originals = self.agent.play(self._vector_env(len(options)), options)
+        originals = self.agent.play(self._vector_env(len(options), questions), options)
         for index, original in enumerate(originals):
             original.rollout_id = f"{original.example_id}#{index % self.group_size}"
-        self.probe_seconds = 0.0
         if not self.probes:
-            return originals
+            return MixedSample(originals, {**self.agent.seconds, "probing": 0.0})
         start = time.perf_counter()
-        parents = [t for t in originals if self._should_probe(t, originals)]
+        solved = {t.example_id for t in originals if t.correct}
+        parents = [t for t in originals if self._should_probe(t, solved)]
         probes = []
         for parent in parents:
             index = self.rng.randrange(len(self.prompts))
@@ -108,12 +155,13 @@ class MixedSampler:
                     self.pool.token_logprobs(self.prompt_ids[index]),
                 )
             )
-        envs = self._vector_env(len(probes))
+        envs = self._vector_env(len(probes), questions)
+        by_id = {q.id: q for q in questions}
         start_episodes(
             envs,
             [
                 {
-                    "example": next(q for q in questions if q.id == parent.example_id),
+                    "example": by_id[parent.example_id],
                     "turn": parent.num_turns,
                     "num_searches": parent.num_searches,
                 }
@@ -121,26 +169,25 @@ class MixedSampler:
             ],
         )
         self.agent.continue_trajectories(envs, probes)
-        self.probe_seconds = time.perf_counter() - start
-        return originals + probes
+        probing = time.perf_counter() - start
+        return MixedSample(originals + probes, {**self.agent.seconds, "probing": probing})
 
-    def _should_probe(self, trajectory: Trajectory, originals: Sequence[Trajectory]) -> bool:
+    def _should_probe(self, trajectory: Trajectory, solved: set[str]) -> bool:
         """Whether ``trajectory`` spawns a probe: it meets the trigger (marked
         ``probe_eligible``: the correction's trigger rate counts these), then wins the
-        ``probe_prob`` coin."""
-        trajectory.probe_eligible = self._meets_trigger(trajectory, originals)
+        ``probe_prob`` coin. ``solved``: the questions some original answered right."""
+        trajectory.probe_eligible = self._meets_trigger(trajectory, solved)
         return trajectory.probe_eligible and self.rng.random() < self.probe_prob
 
-    def _meets_trigger(self, trajectory: Trajectory, originals: Sequence[Trajectory]) -> bool:
+    def _meets_trigger(self, trajectory: Trajectory, solved: set[str]) -> bool:
         answered_in_search_turn = (
             trajectory.turns
             and trajectory.turns[-1].action_type == "answer"
             and not trajectory.truncated
-            and trajectory.num_turns <= self._envs.max_turns
+            and trajectory.num_turns <= self.max_turns
         )
         if not answered_in_search_turn or trajectory.correct:
             return False
         if self.probe_trigger == "dead_end_group":
-            group = [t for t in originals if t.example_id == trajectory.example_id]
-            return not any(t.correct for t in group)
+            return trajectory.example_id not in solved
         return True

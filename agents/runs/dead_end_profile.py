@@ -145,19 +145,11 @@ def dead_end_profile(
     policy = resolve_model(config.llm)
     generator = HFGenerator.from_pretrained(str(policy))
     pool = config.prompt_pool()
-    sampler = MixedSampler(
-        config.make_agent(generator),
-        lambda n: config.make_vector_env(n, questions, retriever),
-        pool,
-        group_size=config.group_size,
-        probe_prob=config.probe_prob,
-        probe_trigger=config.probe_trigger,
-        probes=True,
-    )
+    sampler = MixedSampler.for_run(config, generator, retriever, probes=True)
     samples: list[list[Trajectory]] = []
     for index in range(passes):
         sampler.reseed(seed * 1_000_003 + index)
-        samples.append(sampler.sample(questions))
+        samples.append(sampler.sample(questions).trajectories)
         log(f"pass {index + 1}/{passes}: {len(samples[-1])} trajectories")
     hops = {q.id: hops_of(q) for q in questions}
     originals = [t for sample in samples for t in sample if not t.is_probe]

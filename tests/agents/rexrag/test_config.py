@@ -1,9 +1,13 @@
 """RexRagConfig: official defaults, validation naming the field, YAML round trip, presets."""
 
+import inspect
+from dataclasses import fields
+
 import pytest
+from ray.rllib.algorithms.algorithm_config import NotProvided
 
 from agents.rexrag import RexRagConfig
-from agents.rexrag.preset_files import presets
+from agents.rexrag.settings import SETTING_NAMES, RexRagSettings, presets
 
 
 def test_official_defaults():
@@ -84,6 +88,24 @@ def test_training_sets_our_fields_and_rllib_fields():
     config = RexRagConfig().training(group_size=8, lr=3e-6, probes=False)
     assert (config.group_size, config.lr, config.probes) == (8, 3e-6, False)
     config.check_settings()
+
+
+def test_training_takes_every_setting_as_a_typed_documented_keyword():
+    """``training()``'s keyword list is the settings dataclass's, name for name and type
+    for type (a field added to one and not the other fails here), and ``help()`` shows
+    each keyword's documentation."""
+    parameters = inspect.signature(RexRagConfig.training).parameters
+    keywords = [p for p in parameters.values() if p.kind is p.KEYWORD_ONLY]
+    assert [p.name for p in keywords] == list(SETTING_NAMES)
+    assert {p.name: p.annotation for p in keywords} == {
+        f.name: f.type for f in fields(RexRagSettings)
+    }
+    assert all(p.default is NotProvided for p in keywords)
+    documented = RexRagConfig.training.__doc__
+    for name in SETTING_NAMES:
+        assert f"\n            {name}: " in documented, name
+    with pytest.raises(TypeError, match="grup_size"):
+        RexRagConfig().training(grup_size=4)
 
 
 def test_yaml_round_trip(tmp_path):

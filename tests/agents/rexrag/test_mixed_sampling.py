@@ -25,17 +25,23 @@ def sampler_for(tiny_model_dir, bm25_retriever):
     def build(turns, **options):
         agent = LLMAgent(ScriptedGenerator(tokenizer, turns))
 
-        def make_envs(num_envs):
+        def make_envs(num_envs, questions):
             return SearchQAVectorEnv(
                 num_envs,
-                dataset=[RUSH],
+                dataset=questions,
                 retriever=bm25_retriever,
                 max_turns=2,
                 autoreset_mode=AutoresetMode.DISABLED,
             )
 
         return MixedSampler(
-            agent, make_envs, default_exploratory_prompts(), group_size=3, seed=0, **options
+            agent,
+            make_envs,
+            default_exploratory_prompts(),
+            group_size=3,
+            max_turns=2,
+            seed=0,
+            **options,
         )
 
     return build
@@ -44,8 +50,12 @@ def sampler_for(tiny_model_dir, bm25_retriever):
 def test_every_wrong_original_is_probed_at_probability_one(sampler_for):
     # originals all answer "The Who": right for WHO, wrong for RUSH; probes answer "Rush"
     sampler = sampler_for(["<answer> The Who </answer>", "<answer> Rush </answer>"], probe_prob=1.0)
-    trajectories = sampler.sample([RUSH, WHO])
+    sample = sampler.sample([RUSH, WHO])
+    trajectories = sample.trajectories
     originals, probes = trajectories[:6], trajectories[6:]
+    # the sampler reports where its time went
+    assert sample.seconds.keys() == {"generation", "retrieval", "probing"}
+    assert all(seconds > 0 for seconds in sample.seconds.values())
     assert [t.example_id for t in originals] == ["rush"] * 3 + ["who"] * 3
     assert [t.reward for t in originals] == [0.0] * 3 + [1.0] * 3
     assert len(probes) == 3 and all(p.is_probe and p.example_id == "rush" for p in probes)
@@ -54,12 +64,17 @@ def test_every_wrong_original_is_probed_at_probability_one(sampler_for):
 
 
 def test_probe_probability_zero_and_probes_off(sampler_for):
-    originals = sampler_for(["<answer> x </answer>"], probe_prob=0.0).sample([RUSH])
+    originals = sampler_for(["<answer> x </answer>"], probe_prob=0.0).sample([RUSH]).trajectories
     assert len(originals) == 3
     # eligible (wrong, in a search-enabled turn) though the coin spawned nothing
     assert all(t.probe_eligible for t in originals)
     assert (
-        len(sampler_for(["<answer> x </answer>"], probe_prob=1.0, probes=False).sample([RUSH])) == 3
+        len(
+            sampler_for(["<answer> x </answer>"], probe_prob=1.0, probes=False)
+            .sample([RUSH])
+            .trajectories
+        )
+        == 3
     )
 
 
@@ -73,7 +88,7 @@ def test_the_dead_end_trigger_probes_only_groups_whose_originals_all_failed(
     # RUSH: wrong, right, wrong (not a dead end); WHO: wrong three times (a dead end)
     turns = [[*MIXED, *["<answer> Rush </answer>"] * 3], "<answer> x </answer>"]
     sampler = sampler_for(turns, probe_prob=1.0, probe_trigger=trigger)
-    trajectories = sampler.sample([RUSH, WHO])
+    trajectories = sampler.sample([RUSH, WHO]).trajectories
     originals = trajectories[:6]
     assert [t.reward for t in originals] == [0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
     probes = [t for t in trajectories if t.is_probe]
@@ -89,7 +104,7 @@ def test_answers_in_the_final_turn_are_not_probed(sampler_for):
         "bad",
         "<answer> wrong </answer>",
     ]  # 2 search turns wasted, answer in the final one
-    originals = sampler_for(turns, probe_prob=1.0).sample([RUSH])
+    originals = sampler_for(turns, probe_prob=1.0).sample([RUSH]).trajectories
     assert not any(t.is_probe or t.probe_eligible for t in originals)
 
 
@@ -98,7 +113,7 @@ def test_an_answer_in_the_last_search_turn_is_probed_into_the_final_turn(sampler
     final one, where a search is not run and the episode ends."""
     turns = ["<search> Neil Peart </search>", "<answer> The Who </answer>"]
     turns.append("<search> Rush drummer </search>")  # the probe's turn
-    trajectories = sampler_for(turns, probe_prob=1.0).sample([RUSH])
+    trajectories = sampler_for(turns, probe_prob=1.0).sample([RUSH]).trajectories
     originals, probes = trajectories[:3], trajectories[3:]
     assert all(t.num_turns == 2 and t.num_searches == 1 for t in originals)
     assert len(probes) == 3
@@ -113,7 +128,7 @@ def test_the_spawn_rate_is_probe_prob(sampler_for):
     """Every original answers wrongly; 20/101 of them spawn a probe (binomial bound)."""
     p, questions = 20 / 101, [RUSH] * 200
     sampler = sampler_for(["<answer> x </answer>", "<answer> y </answer>"], probe_prob=p)
-    trajectories = sampler.sample(questions)
+    trajectories = sampler.sample(questions).trajectories
     originals = len(questions) * 3
     spawned = sum(t.is_probe for t in trajectories)
     assert len(trajectories) == originals + spawned

@@ -318,7 +318,7 @@ def test_a_users_own_registered_env_is_what_the_runners_sample(
     algo = config.build_algo()
     try:
         classes = algo.env_runner_group.foreach_env_runner(
-            lambda runner: type(runner.sampler.make_envs(1).envs[0]).__name__,
+            lambda runner: type(runner.sampler.make_envs(1, runner.dataset).envs[0]).__name__,
             local_env_runner=False,
         )
         assert classes == ["AnswerBonusEnv"]
