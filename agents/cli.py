@@ -215,7 +215,7 @@ def _add_quickstart_command(commands) -> None:
 
 
 def _run_quickstart(args: argparse.Namespace) -> int:
-    from agents.runs.quickstart import quickstart
+    from agents.quickstart import quickstart
 
     quickstart(args.dataset, args.retriever, args.limit, args.train_iters, args.out)
     return 0
@@ -402,7 +402,7 @@ def _add_plan_command(commands) -> None:
 
 def _run_plan(args: argparse.Namespace) -> int:
     """Print the plan; exit 0 whether or not it fits (the table says which layouts do)."""
-    from agents.runs.memory_plan import model_shape, plan_memory, render_plan
+    from agents.analysis.memory_plan import model_shape, plan_memory, render_plan
 
     config = _load_config(args)
     gpus = args.gpus if args.gpus is not None else max(1, config.num_learners)
@@ -430,7 +430,7 @@ def _add_profile_command(commands) -> None:
 
 def _run_profile(args: argparse.Namespace) -> int:
     """Print the profile of the config's ``llm`` on its training questions (a table)."""
-    from agents.runs.dead_end_profile import dead_end_profile
+    from agents.analysis.dead_end_profile import dead_end_profile
 
     if args.passes < 1:
         raise ValueError(f"--passes must be at least 1, got {args.passes}")

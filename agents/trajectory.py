@@ -126,7 +126,7 @@ class Trajectory:
     @property
     def correct(self) -> bool:
         """Whether the answer is an exact match: what "wrong answer" and "dead end" mean
-        (spec §3.2), whatever the env's reward is."""
+        (spec §3.1, §3.2), whatever the env's reward is."""
         return self.scores["em"] > 0
 
     def extend(

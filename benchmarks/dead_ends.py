@@ -14,8 +14,10 @@ setting and the seed; with the same seed, every setting draws the same questions
 same order, so settings are compared seed by seed (paired differences).
 
 Learning is tracked on a fixed held-out set (``--track-dataset``, greedy EM every
-``--track-every`` iterations): the accuracy of an iteration's own originals swings by
-±0.15 with which questions it drew, more than a few iterations of learning move it.
+``--track-every`` iterations, over all its questions and over its multi-hop ones, where
+a policy that answers after one search is stuck): the accuracy of an iteration's own
+originals swings by ±0.15 with which questions it drew, more than a few iterations of
+learning move it.
 After training, each policy is evaluated greedily on ``--eval-dataset`` (default: the
 preset's ``eval_dataset``, SynthWiki's test split).
 
@@ -51,7 +53,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import numpy as np
 
-from agents.runs.paired_stats import Interval, mean_interval, paired_difference
+from agents.analysis.paired_stats import Interval, mean_interval, paired_difference
 from agents.runs.provenance import stamp
 
 #: key -> (label, config overrides)
@@ -91,13 +93,33 @@ DECIDED_HALF_WIDTH = 3.0
 
 def greedy_em(policy_dir, config, dataset: str, limit: int | None) -> float:
     """Greedy exact match (0-1) through the evaluation harness, the run's settings."""
-    from agents.runs.policy_eval import evaluate_policy
+    return held_out_em(policy_dir, config, dataset, limit)["all"]
 
+
+def held_out_em(policy_dir, config, dataset: str, limit: int | None) -> dict[str, float]:
+    """Greedy exact match (0-1) through the evaluation harness, the run's settings: over
+    all questions (``all``) and over the multi-hop ones (``multi_hop``: SynthWiki's
+    ``num_hops`` >= 2, where a policy that stops after one search is stuck; NaN when
+    the set has none), from one evaluation."""
+    from agents.analysis.dead_end_profile import hops_of
+    from agents.runs.policy_eval import evaluate_policy
+    from rexrag_env.datasets import load_qa_dataset
+
+    hops = {q.id: hops_of(q) for q in load_qa_dataset(dataset)}
     with tempfile.TemporaryDirectory() as out:
         summary = evaluate_policy(
             policy_dir, config, [dataset], out, limit=limit, log=lambda _: None
         )
-    return summary["average"]["em"] / 100
+        records = [
+            json.loads(line)
+            for path in Path(out).glob("*.jsonl")
+            for line in path.read_text().splitlines()
+        ]
+    multi_hop = [r["em"] for r in records if hops.get(r["id"], 0) >= 2]
+    return {
+        "all": summary["average"]["em"] / 100,
+        "multi_hop": float(np.mean(multi_hop)) if multi_hop else float("nan"),
+    }
 
 
 def run(args, key: str, seed: int) -> dict:
@@ -110,14 +132,16 @@ def run(args, key: str, seed: int) -> dict:
     config = RexRagConfig.from_yaml(args.config, overrides)
     start = time.perf_counter()
     algo = config.build_algo()
-    history, tracked = [], {}
+    history, tracked, tracked_multi_hop = [], {}, {}
     try:
         with tempfile.TemporaryDirectory() as directory:
             for iteration in range(1, args.iterations + 1):
                 history.append(algo.train()[METRICS_KEY])
                 if iteration % args.track_every == 0 or iteration == args.iterations:
                     algo.export_policy(directory)
-                    tracked[iteration] = greedy_em(directory, config, args.track_dataset, None)
+                    em = held_out_em(directory, config, args.track_dataset, None)
+                    tracked[iteration] = em["all"]
+                    tracked_multi_hop[iteration] = em["multi_hop"]
                 shown = None if args.blind else tracked.get(iteration)
                 print(progress(key, seed, iteration, args.iterations, shown), flush=True)
             test_em = greedy_em(directory, config, args.eval_dataset, args.eval_limit)
@@ -129,6 +153,7 @@ def run(args, key: str, seed: int) -> dict:
         "overrides": overrides,
         "history": history,
         "tracked": tracked,
+        "tracked_multi_hop": tracked_multi_hop,
         "test_em": test_em,
         "seconds": time.perf_counter() - start,
     }
@@ -155,13 +180,15 @@ def still_hidden(meta: dict, out: Path) -> list[str]:
 def warm_start_numbers(base, args) -> dict:
     """What every run starts from: the warm start's greedy EM on both sets, and how
     stuck it is on the multi-hop test questions (its dead-end profile)."""
+    from agents.analysis.dead_end_profile import dead_end_profile
     from agents.llm.models import resolve_model
-    from agents.runs.dead_end_profile import dead_end_profile
 
     policy = resolve_model(base.llm)
+    held_out = held_out_em(policy, base, args.track_dataset, None)
     numbers = {
         "warm_start_test_em": greedy_em(policy, base, args.eval_dataset, args.eval_limit),
-        "warm_start_held_out_em": greedy_em(policy, base, args.track_dataset, None),
+        "warm_start_held_out_em": held_out["all"],
+        "warm_start_held_out_multi_hop_em": held_out["multi_hop"],
     }
     on_test = base.copy(copy_frozen=False)
     on_test.dataset = args.eval_dataset
@@ -185,7 +212,8 @@ def load_runs(out: Path) -> list[dict]:
     runs = []
     for path in sorted((out / "runs").glob("*.json")):
         record = json.loads(path.read_text())
-        record["tracked"] = {int(i): em for i, em in record["tracked"].items()}
+        for name in ("tracked", "tracked_multi_hop"):  # older records have no multi-hop
+            record[name] = {int(i): em for i, em in record.get(name, {}).items()}
         runs.append(record)
     return runs
 
@@ -208,11 +236,16 @@ def decided(interval: Interval) -> str:
 RUN_SUMMARY = {
     "test_em": lambda r: r["test_em"],
     "held_out_em_last": lambda r: r["tracked"][max(r["tracked"])],
+    "held_out_multi_hop_em_last": lambda r: _last(r["tracked_multi_hop"]),
     "dead_end_mean": lambda r: _over_iterations(r, "dead_end_fraction_before_probing"),
     "probe_accuracy": lambda r: _over_iterations(r, "accuracy_probe"),
     "sampled_tokens": lambda r: _over_iterations(r, "sampled_tokens"),
     "seconds": lambda r: r["seconds"],
 }
+
+
+def _last(tracked: dict[int, float]) -> float:
+    return tracked[max(tracked)] if tracked else float("nan")
 
 
 def _over_iterations(record: dict, metric: str) -> float:
@@ -233,7 +266,8 @@ def paired_differences(groups: dict[str, list[dict]]) -> dict[tuple[str, str], d
             continue
         runs = [by_seed[key][seed] for key in (a, b) for seed in seeds]
         iterations = sorted(set.intersection(*(set(r["tracked"]) for r in runs)))
-        metrics = {name: RUN_SUMMARY[name] for name in ("test_em", "held_out_em_last")}
+        names = ("test_em", "held_out_em_last", "held_out_multi_hop_em_last")
+        metrics = {name: RUN_SUMMARY[name] for name in names}
         for i in iterations:
             metrics[f"held_out_em_{i}"] = lambda r, i=i: r["tracked"][i]
         differences[a, b] = {
@@ -301,15 +335,17 @@ def report(runs: list[dict], meta: dict, out: Path) -> None:
     differences = paired_differences(groups)
     print(
         "\n| difference (paired by seed) | seeds | test EM, 95% CI | decided | "
-        "held-out EM (last), 95% CI | decided |"
+        "held-out EM (last), 95% CI | decided | held-out multi-hop EM (last), 95% CI | "
+        "decided |"
     )
-    print("|---|---:|---:|---|---:|---|")
+    print("|---|---:|---:|---|---:|---|---:|---|")
     for (a, b), intervals in differences.items():
         cells = [
             f"{intervals[metric].format(scale=100)} | {decided(intervals[metric])}"
-            for metric in ("test_em", "held_out_em_last")
+            for metric in ("test_em", "held_out_em_last", "held_out_multi_hop_em_last")
         ]
         print(f"| {a} - {b} | {intervals['test_em'].n} | " + " | ".join(cells) + " |")
+    print_multi_hop_rise(summary, meta)
     # How fast each setting learns: the held-out EM at every tracked iteration, paired.
     tracked = sorted({i for group in groups.values() for r in group for i in r["tracked"]})
     print(
@@ -339,6 +375,24 @@ def report(runs: list[dict], meta: dict, out: Path) -> None:
                 )
     path = plot_curves(groups, meta, out / "curves.png")
     print(f"\nfiles: {out / 'runs.csv'}, {out / 'differences.csv'}, {path}")
+
+
+def print_multi_hop_rise(summary: dict[str, list[dict]], meta: dict) -> None:
+    """How far each setting's greedy EM on the held-out multi-hop questions rose from
+    the warm start's by the last tracked iteration (mean over seeds, 95% CI): under 5
+    points for GRPO is what the pre-registration calls stuck (prediction P2)."""
+    start = meta.get("warm_start_held_out_multi_hop_em")
+    if start is None:  # an experiment from before multi-hop tracking
+        return
+    print(
+        f"\n| setting | held-out multi-hop EM, last (mean) | rise from the warm start "
+        f"({100 * start:.1f}), 95% CI |\n|---|---:|---:|"
+    )
+    for key, rows in summary.items():
+        last = [row["held_out_multi_hop_em_last"] for row in rows]
+        rise = [value - start for value in last]
+        cell = mean_interval(rise).format(scale=100) if len(rows) > 1 else f"{100 * rise[0]:+.1f}"
+        print(f"| {SETTINGS[key][0]} | {100 * np.mean(last):.1f} | {cell} |")
 
 
 def plot_curves(groups: dict[str, list[dict]], meta: dict, path: Path) -> Path:

@@ -17,7 +17,7 @@ The driver-side correction (probe filter, GRPO advantages, behaviour log-probs:
 own rows. Each variant runs in a fresh process so its
 peak memory (max RSS on CPU, max allocated on CUDA) is its own.
 
-``--plan`` checks :mod:`agents.runs.memory_plan` instead: for the tiny model and
+``--plan`` checks :mod:`agents.analysis.memory_plan` instead: for the tiny model and
 SmolLM2-135M, with and without gradient checkpointing (and SmolLM2 under bfloat16
 autocast), a RexRagLearner (as in
 ``rexrag-update``) takes a warm-up step (AdamW's state exists from then on) and then
@@ -235,9 +235,9 @@ def run_plan_case(model_name: str, dtype: str, checkpointing: bool) -> dict:
 
     from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 
+    from agents.analysis.memory_plan import MicroBatchShape, model_shape, plan_memory
     from agents.rexrag import RexRagConfig
     from agents.rexrag.micro_batches import micro_batches
-    from agents.runs.memory_plan import MicroBatchShape, model_shape, plan_memory
     from rexrag_env.spaces import UnicodeText
 
     tokens, length = PLAN_BUDGETS[model_name]

@@ -14,7 +14,7 @@ TORCH_ONLY_MODULES = (
     "agents.rexrag.logprobs",
     "agents.rexrag.sharding",
     "agents.llm.hf",
-    "agents.runs.memory_plan",
+    "agents.analysis.memory_plan",
 )
 
 IMPORT_THEM = """

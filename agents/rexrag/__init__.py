@@ -1,9 +1,13 @@
 """REX-RAG on Ray RLlib: mixed sampling in the rollout workers, policy correction in the learner.
 
-The algorithm only, laid out like RLlib's ``algorithms/ppo/``. One iteration, in the
-order the data flows:
+The algorithm only, laid out like RLlib's ``algorithms/ppo/``. Its modules, in the
+order one iteration's data flows (this is the package's map; docs/development.md maps
+the rest):
 
-1. ``rexrag.py`` — :class:`RexRagConfig` (every knob, official defaults) and
+0. ``settings.py`` — every knob (:class:`RexRagSettings`, official defaults), the values
+   each may take and their checks, presets (``presets/*.yaml``);
+   ``env_settings.py`` reads ``config.environment(env, env_config)`` into them.
+1. ``rexrag.py`` — :class:`RexRagConfig` (RLlib's config class with those fields) and
    :meth:`RexRag.training_step`, the table of contents: it draws the questions and
    asks the EnvRunners for their groups.
 2. ``env_runner.py`` — :class:`RexRagEnvRunner`, an RLlib EnvRunner holding the policy
@@ -21,7 +25,10 @@ order the data flows:
    and which tokens carry loss from ``credit.py`` (``PROBE_CREDITS``), measuring
    where the credit goes per component;
 8. ``learner.py`` — the clipped, corrected loss plus k3 KL (``losses.py``) on
-   ``rl_module.py``'s :class:`CausalLMModule`, one optimizer step per mini-batch;
+   ``rl_module.py``'s :class:`CausalLMModule`, one optimizer step per mini-batch
+   (``micro_batches.py`` splits it by tokens; ``lr_schedule.py`` warms the learning
+   rate up); with ``learner_sharding=fsdp`` the policy and the reference are FSDP2
+   shards (``sharding.py``) and ``learner_group.py`` gathers their state;
 9. ``rollout_metrics.py`` — what the iteration reports; weights go back to the runners.
 
 Run tooling (run directories, evaluation, curves) is in :mod:`agents.runs`; the SFT

@@ -197,7 +197,7 @@ class RexRagLearner(TorchLearner):
 
     @torch.no_grad()
     def score_tokens(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """log π_old and log π_ref of every ``target_mask`` token (spec §3.3: recomputed
+        """log π_old and log π_ref of every ``target_mask`` token (spec §3.3, §4.3: recomputed
         by the learner before the update, for probe-prompt tokens the rollout never
         scored and for the filter), and π_old's entropy there (the iteration's entropy
         metric, computed here where the logits exist anyway). ``[batch, seq]`` float32."""

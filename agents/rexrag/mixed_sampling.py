@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agents.base import start_episodes
 from agents.llm.base import Generator
@@ -19,9 +19,6 @@ from agents.rexrag.probes import PromptPool, make_probe
 from agents.trajectory import Trajectory
 from rexrag_env.datasets import QAExample
 from rexrag_env.vector import SearchQAVectorEnv
-
-if TYPE_CHECKING:
-    from agents.rexrag.rexrag import RexRagConfig
 
 #: The streams below a sample's seed (see :func:`agents.llm.seeding.stream_seed`).
 PROBE_DRAWS, GENERATION = 0, 1
@@ -95,15 +92,16 @@ class MixedSampler:
     @classmethod
     def for_run(
         cls,
-        config: RexRagConfig,
+        config: Any,
         generator: Generator,
         retriever: Any,
         *,
         probes: bool | None = None,
         seed: int | None = None,
     ) -> MixedSampler:
-        """The sampler a run's EnvRunner uses: ``config``'s agent, envs, pool and
-        knobs over ``generator`` and ``retriever`` (``probes`` overrides the run's)."""
+        """The sampler a run's EnvRunner uses: ``config``'s (a
+        :class:`~agents.rexrag.rexrag.RexRagConfig`'s) agent, envs, pool and knobs over
+        ``generator`` and ``retriever`` (``probes`` overrides the run's)."""
         return cls(
             config.make_agent(generator),
             lambda count, questions: config.make_vector_env(count, questions, retriever),

@@ -128,7 +128,7 @@ class RexRagSettings:
     max_new_tokens_per_turn: int = DEFAULT_MAX_NEW_TOKENS
     #: Tokens kept of each observation (spec §5.1).
     max_observation_tokens: int = DEFAULT_MAX_OBSERVATION_TOKENS
-    #: Rollout temperature; the learner's log-probs are taken at it too (spec §5.1).
+    #: Rollout temperature; the learner's log-probs are taken at it too (spec §4.3, §5.1).
     temperature: float = DEFAULT_TEMPERATURE
     #: Rollout nucleus (1: off, as the official run).
     top_p: float = 1.0

@@ -7,7 +7,7 @@ Nothing of the CUDA path runs in the test suite, and the GPU machine this projec
 sometimes lent has no Ray, vLLM or Gymnasium and nothing to download (docs/development.md,
 "The device check", says what to carry and how long this takes). So this command needs
 torch, transformers and the project's own torch-only modules, builds each model from
-its shape (:class:`~agents.runs.memory_plan.ModelShape`, random weights, no download),
+its shape (:class:`~agents.analysis.memory_plan.ModelShape`, random weights, no download),
 and checks, per model:
 
 (a) a learner step: REX-RAG's loss (``clipped_surrogate`` + k3 KL, ``losses.py``) on a
@@ -15,7 +15,7 @@ and checks, per model:
     corrected by ``build_learner_batch``), in bfloat16 through FSDP2 (``sharding.py``,
     world size 1, NCCL; gloo on CPU) with activation checkpointing, two micro-batches,
     clipping and AdamW; its peak CUDA memory against ``rexrag plan``'s arithmetic
-    (:func:`~agents.runs.memory_plan.plan_layouts`) for the same shapes;
+    (:func:`~agents.analysis.memory_plan.plan_layouts`) for the same shapes;
 (b) :class:`~agents.llm.hf.HFGenerator`'s tokens/s at batch 16 and 64 against
     ``model.generate`` on the same prompts;
 (c) the generator's sampling log-probs against the learner's scoring

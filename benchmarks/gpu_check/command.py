@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agents.analysis.memory_plan import ModelShape
 from agents.llm.hf import HFGenerator
 from agents.rexrag.sharding import shard_model
-from agents.runs.memory_plan import ModelShape
 from benchmarks import gpu_check
 from benchmarks.gpu_check.agreement import agreement_rows, sampled_batch, score
 from benchmarks.gpu_check.device import process_group, release

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.analysis.memory_plan import GIB, LearnerSetup, MicroBatchShape, ModelShape, plan_layouts
 from agents.rexrag.learner_batch import LearnerBatch, build_learner_batch
 from agents.rexrag.losses import clipped_surrogate, low_var_kl, masked_mean
 from agents.rexrag.sharding import clip_global_norm
 from agents.rexrag.token_batch import TokenBatch, select_rows
-from agents.runs.memory_plan import GIB, LearnerSetup, MicroBatchShape, ModelShape, plan_layouts
 from benchmarks.gpu_check.device import as_tensors, timed
 from benchmarks.gpu_check.models import TEMPERATURE
 from benchmarks.gpu_check.report import Row, verdict

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from agents.analysis.memory_plan import PAPER_MODELS, ModelShape, shape_from_config
 from agents.llm.base import SamplingParams
 from agents.llm.hf import HFGenerator
-from agents.runs.memory_plan import PAPER_MODELS, ModelShape, shape_from_config
 
 #: The checked models: Qwen2.5's shapes (config.json on the hub), random weights.
 MODELS = {

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
 from benchmarks import dead_ends
+
+DATA = Path(__file__).resolve().parents[2] / "docs" / "data"
 
 
 def test_a_blind_run_prints_progress_without_its_held_out_em():
@@ -30,3 +34,23 @@ def test_a_blind_experiment_reports_nothing_until_every_planned_run_is_done(
     monkeypatch.setattr(sys, "argv", ["dead_ends.py", "--replot", str(tmp_path)])
     with pytest.raises(SystemExit, match="blind experiment with 3 runs still to do"):
         dead_ends.main()
+
+
+def test_an_experiment_from_before_multi_hop_tracking_still_replots(tmp_path, monkeypatch, capsys):
+    """docs/data's 24-seed experiment has no multi-hop numbers: it redraws as before."""
+    shutil.copytree(DATA / "dead_ends-2026-11-30", tmp_path / "old")
+    monkeypatch.setattr(sys, "argv", ["dead_ends.py", "--replot", str(tmp_path / "old")])
+    dead_ends.main()
+    printed = capsys.readouterr().out
+    assert "| rexrag - grpo | 24 |" in printed and "rise from the warm start" not in printed
+
+
+def test_held_out_em_separates_the_multi_hop_questions():
+    """The trap's warm start answers after one search: right on most 1-hop questions,
+    on almost no multi-hop one; the two numbers come from one evaluation."""
+    from agents.llm.models import resolve_model
+    from agents.rexrag import RexRagConfig
+
+    config = RexRagConfig.from_yaml("tiny-synthwiki-trap")
+    em = dead_ends.held_out_em(resolve_model(config.llm), config, "synthwiki/validation", 40)
+    assert em["multi_hop"] < 0.1 < em["all"]

@@ -117,7 +117,7 @@ def test_the_recipe_mixes_its_demonstrators_by_share(trap_tokenizer):
 
 
 def test_the_profile_of_a_policy_that_always_commits(committing_policy):
-    from agents.runs.dead_end_profile import dead_end_profile
+    from agents.analysis.dead_end_profile import dead_end_profile
 
     config = RexRagConfig.from_yaml(
         "tiny-synthwiki",

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from agents.runs.paired_stats import Interval, mean_interval, paired_difference
+from agents.analysis.paired_stats import Interval, mean_interval, paired_difference
 
 
 def test_mean_interval_is_the_student_t_interval():
@@ -38,7 +38,7 @@ def test_interval_format():
 
 
 def test_the_wilson_interval_of_a_rate():
-    from agents.runs.paired_stats import proportion_interval
+    from agents.analysis.paired_stats import proportion_interval
 
     none = proportion_interval(0, 500)
     assert none.mean == 0.0 and none.low == 0.0

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from agents.analysis.paired_stats import Interval, proportion_interval
 from agents.rexrag import RexRagConfig
 from agents.rexrag.logprobs import response_token_logprobs
 from agents.rexrag.rollout_metrics import doubt_openings, doubts
 from agents.rexrag.token_batch import to_token_batch
-from agents.runs.paired_stats import Interval, proportion_interval
 from agents.trajectory import Trajectory
 
 #: Rollouts scored per forward pass when measuring the probes' prompts.

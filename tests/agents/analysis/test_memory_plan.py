@@ -6,9 +6,7 @@ Pure arithmetic, no training: how well the estimate matches measured memory is
 
 import pytest
 
-from agents.cli import main
-from agents.rexrag import RexRagConfig
-from agents.runs.memory_plan import (
+from agents.analysis.memory_plan import (
     GIB,
     LAYOUTS,
     PAPER_MODELS,
@@ -22,6 +20,8 @@ from agents.runs.memory_plan import (
     precision,
     shape_from_config,
 )
+from agents.cli import main
+from agents.rexrag import RexRagConfig
 
 QWEN_3B = PAPER_MODELS["Qwen/Qwen2.5-3B"]
 
