@@ -215,6 +215,7 @@ def play_env_by_env(agent, envs, options):
     return trajectories
 
 
+@pytest.mark.slow  # builds the warm-started sanity policy (~30 s)
 def test_the_vector_env_plays_token_for_token_as_one_env_at_a_time(
     answering_model_dir, capital_task, bm25_retriever
 ):

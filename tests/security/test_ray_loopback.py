@@ -8,6 +8,8 @@ import ray
 
 from agents.runs.ray_cluster import init_ray
 
+pytestmark = pytest.mark.slow  # starts a local Ray
+
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 
 

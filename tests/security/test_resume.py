@@ -17,7 +17,7 @@ from agents.runs.training_run import train
 from rexrag_env.signing import write_manifest
 from tests.agents.conftest import ray_cluster, tiny_config  # noqa: F401 (a fixture)
 
-pytestmark = pytest.mark.usefixtures("ray_cluster")
+pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.slow]
 
 
 class WritesMarker:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -37,6 +40,7 @@ def test_spaces_are_data_and_validated():
         load_space("no-such-space")
 
 
+@pytest.mark.slow
 def test_asha_sweep_table_best_config_and_plot(
     answering_model_dir, capital_task, tmp_path, monkeypatch
 ):
@@ -82,6 +86,7 @@ def test_asha_sweep_table_best_config_and_plot(
         run_sweep(base, space, out_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_resumes_without_repeating_finished_trials(
     answering_model_dir, capital_task, tmp_path
 ):
@@ -93,23 +98,43 @@ def test_an_interrupted_sweep_resumes_without_repeating_finished_trials(
     command += ["--num-samples", "1", "--max-iters", "3", "--max-concurrent", "1"]
     command += ["--scheduler", "fifo", "--out", str(out)]
     # Output goes to a file, unbuffered: an unread pipe fills up (Tune's progress tables
-    # outgrow it) and blocks the sweep, and result files reach the experiment directory
-    # only when Tune syncs them, so the log is where a finished trial shows first.
+    # outgrow it) and blocks the sweep. Tune's driver writes each trial's result.json, a
+    # line per result, into its Ray session directory (the experiment directory gets it
+    # only when Tune syncs, every 10 s or more): the sweep's Ray keeps its files under a
+    # directory of this test's own, short (Ray's socket paths must fit in 107 bytes).
     log_path = tmp_path / "sweep.log"
-    with log_path.open("w") as log:
-        sweep = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        deadline = time.time() + 240
-        while time.time() < deadline and sweep.poll() is None:
-            if "completed after 3 iterations" in log_path.read_text(errors="replace"):
-                break
-            time.sleep(0.2)
-        sweep.send_signal(signal.SIGINT)  # Ctrl-C while the second trial runs
-        assert sweep.wait(timeout=120) == 130  # interrupted, not summarised
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rexrag-ray-"))
+
+    def staged_results():
+        """Result lines so far per trial, as Tune's driver writes them."""
+        files = ray_tmp.glob("ray/session_*/artifacts/*/experiment/driver_artifacts/*/result.json")
+        return {path.parent.name: path.read_text().count("\n") for path in files}
+
+    try:
+        with log_path.open("w") as log:
+            sweep = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "RAY_TMPDIR": str(ray_tmp)},
+            )
+            # Ctrl-C once the second trial has reported a result: one trial at a time, so
+            # the first has finished its 3 iterations, and the second has 2 to go. The
+            # timeout only guards against a hung sweep; machine speed changes nothing else.
+            guard = time.monotonic() + 600
+            while not (len(counts := staged_results()) == 2 and min(counts.values()) >= 1):
+                if sweep.poll() is not None or time.monotonic() > guard:
+                    sweep.kill()
+                    sweep.wait()
+                    pytest.fail(
+                        f"the second trial never reported (results per trial: {counts}):\n"
+                        + log_path.read_text(errors="replace")[-5000:]
+                    )
+                time.sleep(0.2)
+            sweep.send_signal(signal.SIGINT)  # Ctrl-C while the second trial runs
+            assert sweep.wait(timeout=120) == 130  # interrupted, not summarised
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
     def finished_trials():
         return [
@@ -137,6 +162,7 @@ def test_an_interrupted_sweep_resumes_without_repeating_finished_trials(
     assert [json.loads(line)["training_iteration"] for line in first_trial_lines] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_a_crashing_trial_is_reported_and_the_sweep_goes_on(
     answering_model_dir, capital_task, tmp_path, free_port
 ):
@@ -166,6 +192,7 @@ def test_a_crashing_trial_is_reported_and_the_sweep_goes_on(
     assert RexRagConfig.from_yaml(summary.best_config_path).retriever == "bm25"
 
 
+@pytest.mark.slow
 def test_the_best_trial_is_tunes_pick_by_its_last_five_results(tmp_path):
     """Tune ranks trials by their last 5 results' mean (``get_best_result(scope=
     "last-5-avg")``): a late spike does not win; a crashed trial is listed, never the

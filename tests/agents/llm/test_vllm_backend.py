@@ -63,6 +63,7 @@ def assert_same_scores(engine, hf, prompts, params):
         assert sampled.logprobs == pytest.approx(expected, abs=LOGPROB_TOLERANCE)
 
 
+@pytest.mark.slow
 @needs_vllm
 def test_sampled_tokens_score_the_same_under_hf_teacher_forcing(engine, hf):
     prompts = prompts_of(hf, ["Question: who wrote it?", "<search> capital", "hello"])
@@ -71,6 +72,7 @@ def test_sampled_tokens_score_the_same_under_hf_teacher_forcing(engine, hf):
         assert_same_scores(engine, hf, prompts, params)
 
 
+@pytest.mark.slow
 @needs_vllm
 def test_greedy_tokens_and_stop_strings_equal_hf(engine, hf):
     prompts = prompts_of(hf, ["hello", "Question: who?", "<think> the answer"])
@@ -87,6 +89,7 @@ def test_greedy_tokens_and_stop_strings_equal_hf(engine, hf):
             assert theirs.logprobs == pytest.approx(ours.logprobs, abs=LOGPROB_TOLERANCE)
 
 
+@pytest.mark.slow
 @needs_vllm
 def test_a_group_of_identical_prompts_samples_different_tokens_reproducibly(engine, hf):
     """One seed shared by every request would give identical completions (and every
@@ -98,6 +101,7 @@ def test_a_group_of_identical_prompts_samples_different_tokens_reproducibly(engi
     assert [g.token_ids for g in engine.generate(group, params)] == first
 
 
+@pytest.mark.slow
 @needs_vllm
 def test_a_batch_larger_than_one_prefill_step_samples_seeded_rows(engine):
     """40 seeded prompts of 300 tokens exceed one engine step's token budget: with
@@ -109,6 +113,7 @@ def test_a_batch_larger_than_one_prefill_step_samples_seeded_rows(engine):
     assert [g.token_ids for g in engine.generate(prompts, params)] == first
 
 
+@pytest.mark.slow
 @needs_vllm
 def test_after_a_weight_sync_the_engine_samples_from_the_new_weights(engine, hf, tiny_model_dir):
     from agents.llm.hf import HFGenerator

@@ -84,7 +84,9 @@ def test_same_seed_same_sample_and_errors_come_back_as_data(tiny_model_dir, bm25
     assert broken.error and "TypeError" in broken.error and not broken.trajectories
 
 
-@pytest.mark.parametrize("backend", ["hf", pytest.param("vllm", marks=needs_vllm)])
+@pytest.mark.parametrize(
+    "backend", ["hf", pytest.param("vllm", marks=[needs_vllm, pytest.mark.slow])]
+)
 def test_the_originals_of_a_group_differ_at_temperature_one(tiny_model_dir, backend):
     """A seed shared by every request of a call would make the group_size identical
     prompts sample identical tokens, and every GRPO advantage 0."""

@@ -168,7 +168,9 @@ def answered(tokenizer, action: str):
 
 
 @pytest.mark.parametrize("action", BOUNDARY_SHAPES)
-@pytest.mark.parametrize("tokenizer_name", ["smollm2_tokenizer", "byte_level_bpe"])
+@pytest.mark.parametrize(  # smollm2_tokenizer converts SmolLM2 from its GGUF file first
+    "tokenizer_name", [pytest.param("smollm2_tokenizer", marks=pytest.mark.slow), "byte_level_bpe"]
+)
 def test_the_probe_cut_is_exact_in_text_on_real_bpe_tokenizers(request, tokenizer_name, action):
     import math
 
@@ -208,6 +210,7 @@ def test_the_probe_cut_is_exact_in_text_on_real_bpe_tokenizers(request, tokenize
     assert batch.select([1, 0]).parent_row.tolist() == [1, -1]
 
 
+@pytest.mark.slow
 def test_the_shapes_really_straddle_a_token_boundary(smollm2_tokenizer, byte_level_bpe):
     """The test above would pass on the old whole-token cut if no token straddled."""
     for tokenizer in (smollm2_tokenizer, byte_level_bpe):

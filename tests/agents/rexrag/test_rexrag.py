@@ -21,6 +21,9 @@ from agents.rexrag.rexrag import METRICS_KEY, POLICY_DIR, RexRag, RolloutFailedE
 from agents.trajectory import Component
 from tests.agents.conftest import tiny_config
 
+# a Ray cluster per module, whole RexRag iterations, checkpoints and restores
+pytestmark = pytest.mark.slow
+
 
 def learner_weights(algo) -> dict[str, torch.Tensor]:
     return {

@@ -13,6 +13,9 @@ from safetensors.torch import load_file
 from agents.rexrag.rexrag import METRICS_KEY
 from tests.agents.conftest import tiny_config
 
+# DDP and FSDP learners on a Ray cluster (and the warm-started sanity policy they train)
+pytestmark = pytest.mark.slow
+
 #: Metrics that only depend on the rollouts and the update's math, not on the layout.
 COMPARED = ("accuracy_original", "probes_kept", "policy_loss", "kl", "trained_tokens")
 

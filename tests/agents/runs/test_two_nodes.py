@@ -18,6 +18,8 @@ from rexrag_env.retrieval.server import background_server
 from tests.agents.conftest import tiny_config
 from tests.helpers import CountingRetriever
 
+pytestmark = pytest.mark.slow  # a two-node Ray cluster
+
 #: One unit of each per node: an actor that asks for it can only run there.
 LEARNER_NODE, RUNNER_NODE = "learner_node", "runner_node"
 

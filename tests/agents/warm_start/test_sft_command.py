@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gymnasium as gym
+import pytest
 from gymnasium.vector import AutoresetMode
 
 import rexrag_env
@@ -12,6 +13,7 @@ from agents.llm.hf import HFGenerator
 from agents.llm_agent import LLMAgent
 
 
+@pytest.mark.slow
 def test_sft_on_synthwiki_demonstrations(tmp_path, tiny_model_dir, capsys):
     out = tmp_path / "sft"
     args = ["sft", "--model", str(tiny_model_dir), "--steps", "120", "--batch-size", "16"]

@@ -73,6 +73,7 @@ def test_a_doubting_demonstration_acts_on_the_doubt_but_is_not_trained_to_doubt(
     assert "Wait" in tokenizer.decode(tokens.token_ids)
 
 
+@pytest.mark.slow
 def test_two_rexrag_iterations_on_synthwiki_produce_probes_and_finite_metrics(
     committing_policy, ray_cluster
 ):
@@ -117,6 +118,7 @@ def test_the_alias_builds_its_recipe_once_into_the_cache(monkeypatch, capsys):
     assert "warm-starting" not in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alias", ["tiny-synthwiki", "tiny-synthwiki-trap"])
 def test_the_shipped_warm_start_is_the_current_recipe_and_the_recipe_retraces_it(alias):
     """The package's SynthWiki warm starts were built by their current recipes: the keys
