@@ -1,5 +1,5 @@
-"""The ``rexrag`` command line: quickstart, sft, train, plan, profile, tune, eval, index,
-search, serve."""
+"""The ``rexrag`` command line: quickstart, sft, train, report, plan, profile, tune, eval,
+index, search, serve."""
 
 from __future__ import annotations
 
@@ -284,6 +284,7 @@ def _add_trust_checkpoint_argument(parser) -> None:
 
 
 def _add_train_command(commands) -> None:
+    from agents.runs.samples import DEFAULT_SAMPLE_GROUPS, MAX_SAMPLE_GROUPS
     from agents.runs.trackers import LOGGER_HELP
 
     parser = commands.add_parser(
@@ -310,6 +311,14 @@ def _add_train_command(commands) -> None:
     )
     _add_trust_checkpoint_argument(parser)
     parser.add_argument("--logger", default="tensorboard", help=LOGGER_HELP)
+    parser.add_argument(
+        "--sample-groups",
+        type=int,
+        default=DEFAULT_SAMPLE_GROUPS,
+        help=f"groups of each iteration written to RUN/samples/ and the trackers, 0 to "
+        f"{MAX_SAMPLE_GROUPS} (default {DEFAULT_SAMPLE_GROUPS}): rescued groups and kept "
+        "probes first",
+    )
     parser.set_defaults(run=_run_train)
 
 
@@ -336,11 +345,13 @@ def parse_overrides(pairs: Sequence[str]) -> dict:
 def _run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from agents.rexrag.rexrag import RolloutFailedError
+    from agents.runs.console import QuietConsole
+    from agents.runs.run_directory import LOG_FILE
+    from agents.runs.samples import check_sample_groups
     from agents.runs.trackers import parse_tracker_names
-    from agents.runs.training_run import train
 
     trackers = parse_tracker_names(args.logger)
+    check_sample_groups(args.sample_groups)
     if args.resume:
         if args.checkpoint_dir is None:
             raise ValueError("--resume needs the --checkpoint-dir of the run to continue")
@@ -353,6 +364,16 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.checkpoint_dir is None:
         name = Path(source).stem
         args.checkpoint_dir = str(Path("out/train") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    # our lines and real warnings on the terminal; everything, notices included, in the log
+    with QuietConsole(Path(args.checkpoint_dir) / LOG_FILE):
+        return _train_in(args, config, source, trackers)
+
+
+def _train_in(args: argparse.Namespace, config, source: str, trackers: list[str]) -> int:
+    from agents.rexrag.rexrag import RolloutFailedError
+    from agents.runs.run_directory import LOG_FILE
+    from agents.runs.training_run import train
+
     print(f"rexrag train: {source} -> {args.checkpoint_dir} ({args.stop_iters} iterations)")
     try:
         train(
@@ -365,6 +386,7 @@ def _run_train(args: argparse.Namespace) -> int:
             trust_checkpoint=args.trust_checkpoint,
             allow_remote_code=args.allow_remote_code,
             trackers=trackers,
+            sample_groups=args.sample_groups,
         )
     except KeyboardInterrupt:
         return 130
@@ -377,9 +399,27 @@ def _run_train(args: argparse.Namespace) -> int:
         )
         return 2
     print(
-        f"done: checkpoints (with policy/), metrics.csv, curves.png and evaluations in "
-        f"{args.checkpoint_dir}"
+        f"done: checkpoints (with policy/), metrics.csv, curves.png, samples/, report.html and "
+        f"evaluations in {args.checkpoint_dir} (the full log: {LOG_FILE})"
     )
+    return 0
+
+
+def _add_report_command(commands) -> None:
+    parser = commands.add_parser(
+        "report",
+        help="write a run's report.html: curves, tables, evaluation and a trajectory browser",
+    )
+    parser.add_argument("run_dir", help="a `rexrag train` run directory")
+    parser.add_argument("--out", help="where to write the page (default RUN/report.html)")
+    parser.set_defaults(run=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from agents.runs.report import write_report
+
+    out = write_report(args.run_dir, args.out)
+    print(f"report: {out} ({out.stat().st_size / 1e6:.2f} MB; opens offline in any browser)")
     return 0
 
 
@@ -699,6 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quickstart_command(commands)
     _add_sft_command(commands)
     _add_train_command(commands)
+    _add_report_command(commands)
     _add_plan_command(commands)
     _add_profile_command(commands)
     _add_tune_command(commands)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from agents.llm.base import FinishReason, Generation, SamplingParams
@@ -34,6 +36,7 @@ class HFGenerator:
         self.eos_token_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
         pad = tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else next(iter(self.eos_token_ids), 0)
+        self._cache_argument = cache_argument(model)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, **load_options) -> HFGenerator:
@@ -82,11 +85,10 @@ class HFGenerator:
                 input_ids=step_ids,
                 attention_mask=attention_mask,
                 position_ids=step_positions,
-                past_key_values=cache,
                 use_cache=True,
                 logits_to_keep=1,
+                **{self._cache_argument: cache},  # the model fills the cache in place
             )
-            cache = output.past_key_values
             token_ids, token_logprobs = sample_next_tokens(
                 output.logits[:, -1, :], params.temperature, params.top_p, generator
             )
@@ -122,3 +124,12 @@ class HFGenerator:
             Generation(ids, lps, self.tokenizer.decode(ids, skip_special_tokens=False), *done)
             for ids, lps, done in zip(sampled, logprobs, finish, strict=True)
         ]
+
+
+def cache_argument(model) -> str:
+    """The name under which ``model``'s forward takes its KV cache: ``cache`` where
+    transformers has renamed ``past_key_values`` (deprecated with removal in 5.40, a
+    FutureWarning at every generate call), ``past_key_values`` before. A PEFT model
+    passes the keyword on to its base model, whose signature decides."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"

@@ -21,7 +21,7 @@ import math
 import random
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -376,6 +376,11 @@ RexRagConfig.training.__doc__ += settings_arguments_doc(indent=8)
 class RexRag(Algorithm):
     """REX-RAG (or GRPO with ``probes=False``) over :class:`RexRagEnvRunner` workers."""
 
+    #: Called as ``observe_batch(trajectories, learner_batch, old_logprobs)`` in every
+    #: iteration when set: ``rexrag train`` keeps a sample of the groups for people to
+    #: read (agents/runs/samples.py) without the algorithm knowing the run directory.
+    observe_batch: Callable[..., None] | None = None
+
     @classmethod
     def get_default_config(cls) -> RexRagConfig:
         return RexRagConfig(cls)
@@ -424,6 +429,8 @@ class RexRag(Algorithm):
             advantage_baseline=config.advantage_baseline,
             entropy=scores["entropy"],
         )
+        if self.observe_batch is not None:
+            self.observe_batch(trajectories, prepared, scores["old_logprobs"])
         env_steps = env_steps_sampled(trajectories)
         start = time.perf_counter()
         learner_stats = self._update(

@@ -13,6 +13,11 @@ iteration's metrics at a step, ``finish``) and three backends, chosen by name wi
   ``$MLFLOW_EXPERIMENT_NAME`` or ``rexrag``, at ``$MLFLOW_TRACKING_URI`` or else in a local
   file store ``RUN/mlruns/`` (``mlflow ui --backend-store-uri RUN/mlruns``).
 
+Each iteration's sample of groups (:mod:`agents.runs.samples`) goes to the trackers too:
+a TensorBoard text summary ``samples`` (Markdown: the groups, their trajectories, each
+probe from its branch point), a W&B table ``samples`` (one row a trajectory) and an
+MLflow artifact ``samples/iteration_NNNNNN.jsonl`` (the file the run writes).
+
 A run's step is its training iteration; the before-training evaluation is step 0. A
 resumed run logs to the same W&B and MLflow runs (their ids are kept in
 ``RUN/trackers.json``) from the iteration after its checkpoint. Iterations that the
@@ -30,12 +35,14 @@ import os
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
 
 import yaml
+
+from agents.runs.samples import sample_rows, samples_markdown
 
 #: W&B project and MLflow experiment unless ``WANDB_PROJECT`` / ``MLFLOW_EXPERIMENT_NAME`` say.
 DEFAULT_PROJECT = "rexrag"
@@ -124,6 +131,11 @@ class Tracker(ABC):
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         """Record ``metrics`` (name -> number) at ``step``."""
 
+    def log_samples(self, samples: Sequence[Mapping[str, Any]], step: int) -> None:
+        """Record an iteration's sampled groups (:mod:`agents.runs.samples`) at ``step``;
+        a tracker without a place for text ignores them."""
+        return None
+
     @abstractmethod
     def finish(self) -> None:
         """Write out and close the run; does nothing if it was never started."""
@@ -156,6 +168,10 @@ class TensorBoardTracker(Tracker):
             self._writer.add_scalar(name, float(value), step)
         self._writer.flush()  # an iteration is minutes: never lose one to a crash
 
+    def log_samples(self, samples: Sequence[Mapping[str, Any]], step: int) -> None:
+        self._writer.add_text("samples", samples_markdown(samples), step)
+        self._writer.flush()
+
     def finish(self) -> None:
         if self._writer is not None:
             self._writer.close()
@@ -184,6 +200,13 @@ class WandbTracker(Tracker):
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         self._run.log({name: float(value) for name, value in metrics.items()}, step=step)
+
+    def log_samples(self, samples: Sequence[Mapping[str, Any]], step: int) -> None:
+        rows = sample_rows(samples, step)
+        if rows:
+            columns = list(rows[0])
+            table = self._wandb.Table(columns=columns, data=[list(r.values()) for r in rows])
+            self._run.log({"samples": table}, step=step)
 
     def finish(self) -> None:
         if self._run is not None:
@@ -236,6 +259,12 @@ class MLflowTracker(Tracker):
         batch = [Metric(name, float(value), now, step) for name, value in metrics.items()]
         self._client.log_batch(self._run_id, metrics=batch)
 
+    def log_samples(self, samples: Sequence[Mapping[str, Any]], step: int) -> None:
+        lines = "".join(
+            json.dumps({"iteration": step, **group}, ensure_ascii=False) + "\n" for group in samples
+        )
+        self._client.log_text(self._run_id, lines, f"samples/iteration_{step:06d}.jsonl")
+
     def finish(self) -> None:
         if self._run_id is not None:
             self._client.set_terminated(self._run_id)
@@ -272,6 +301,12 @@ class Trackers(Tracker):
         finite = {name: value for name, value in metrics.items() if math.isfinite(value)}
         for tracker in self.members:
             tracker.log(finite, step)
+
+    def log_samples(self, samples: Sequence[Mapping[str, Any]], step: int) -> None:
+        """Every member gets the iteration's sampled groups (none: nothing is logged)."""
+        if samples:
+            for tracker in self.members:
+                tracker.log_samples(samples, step)
 
     def finish(self) -> None:
         for tracker in self.members:

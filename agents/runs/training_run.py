@@ -4,7 +4,13 @@ Layout of a run directory::
 
     DIR/config.yaml              the run's RexRagConfig (what --resume trains with)
     DIR/metrics.csv              one row per iteration (appended as they finish)
+    DIR/samples/iteration_000004.jsonl  a few of the iteration's groups, text and credit
+                                 (agents/runs/samples.py)
     DIR/curves.png               learning curves, redrawn at every checkpoint
+    DIR/report.html              the run on one page, rewritten at every checkpoint and at
+                                 the end (agents/runs/report.py, ``rexrag report DIR``)
+    DIR/provenance.json          each session's command, start, commit and versions
+    DIR/train.log                everything ``rexrag train`` printed (agents/runs/console.py)
     DIR/tensorboard/             TensorBoard event files (and wandb/, mlruns/, trackers.json
                                  with those trackers: agents/runs/trackers.py)
     DIR/eval_before/, eval_after/  greedy test evaluation (with ``eval_dataset``):
@@ -17,7 +23,7 @@ Layout of a run directory::
 
 An interrupted run (Ctrl-C, a failed iteration, a killed process, a power loss) loses
 at most the iterations since its last complete checkpoint; ``resume=True`` continues
-from there.
+from there (the metrics rows and samples written past it are dropped).
 """
 
 from __future__ import annotations
@@ -34,7 +40,21 @@ from agents.runs.checkpoint_guard import restore_latest, save_checkpoint
 from agents.runs.curves import plot_run
 from agents.runs.policy_eval import evaluate_policy
 from agents.runs.ray_cluster import init_ray
-from agents.runs.run_directory import RunDirectoryError, complete_checkpoints, resolve_policy
+from agents.runs.report import write_report
+from agents.runs.run_directory import (
+    REPORT_FILE,
+    RunDirectoryError,
+    complete_checkpoints,
+    record_session,
+    resolve_policy,
+)
+from agents.runs.samples import (
+    DEFAULT_SAMPLE_GROUPS,
+    SampleCollector,
+    check_sample_groups,
+    truncate_samples,
+    write_samples,
+)
 from agents.runs.trackers import Tracker, Trackers
 
 #: (metric, label, format) of the one-line progress report.
@@ -106,6 +126,7 @@ def train(
     trust_checkpoint: bool = False,
     allow_remote_code: bool = False,
     trackers: Iterable[str | Tracker] = ("tensorboard",),
+    sample_groups: int = DEFAULT_SAMPLE_GROUPS,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Train until ``stop_iters`` iterations in all; returns this call's iteration metrics.
@@ -117,12 +138,15 @@ def train(
     metrics, as ``metrics.csv`` does, and the before/after evaluation summaries.
     ``keep_checkpoints`` (None: all) is how many of the newest complete checkpoints
     stay on disk. A checkpoint is restored only if this user's key signed it, unless
-    ``trust_checkpoint`` (:mod:`agents.runs.checkpoint_guard`).
+    ``trust_checkpoint`` (:mod:`agents.runs.checkpoint_guard`). ``sample_groups`` groups
+    of each iteration (0 to :data:`~agents.runs.samples.MAX_SAMPLE_GROUPS`) go to
+    ``samples/`` and the trackers, and ``report.html`` is rewritten at each checkpoint.
     """
     if keep_checkpoints is not None and keep_checkpoints < 1:
         raise ValueError(
             f"keep_checkpoints must be at least 1 (or None: all), got {keep_checkpoints}"
         )
+    check_sample_groups(sample_groups)
     tracking = Trackers(trackers)  # a missing tracker package fails here, before any work
     run_dir = Path(run_dir)
     checkpoints = complete_checkpoints(run_dir)
@@ -156,12 +180,16 @@ def train(
     history: list[dict[str, Any]] = []
     with tracking:
         algo = config.build_algo()
+        samples = SampleCollector(config.probe_credit, sample_groups)
+        algo.observe_batch = samples  # RexRag.training_step hands it each iteration's batch
         try:
             if resume:
                 restored = restore_latest(algo, run_dir, trust=trust_checkpoint, log=log)
                 if restored is not None:
                     log(f"resumed from {restored} (iteration {algo.iteration})")
             _truncate_metrics(run_dir / "metrics.csv", algo.iteration)
+            truncate_samples(run_dir, algo.iteration)
+            record_session(run_dir, algo.iteration if resume else None)
             tracking.start(run_dir, config.to_yaml_dict(), algo.iteration if resume else None)
             if before is not None and not resume:  # a resumed run logged it the first time
                 tracking.log(_prefixed("eval_before", before), step=0)
@@ -172,11 +200,16 @@ def train(
                     history.append(metrics)
                     _append_metrics(run_dir / "metrics.csv", algo.iteration, metrics)
                     tracking.log(metrics, step=algo.iteration)
+                    sampled = samples.take()
+                    if sampled:
+                        write_samples(run_dir, algo.iteration, sampled)
+                        tracking.log_samples(sampled, step=algo.iteration)
                     log(progress_line(algo.iteration, stop_iters, metrics))
                     if algo.iteration % checkpoint_every == 0 or algo.iteration == stop_iters:
                         save_checkpoint(algo, run_dir, keep_checkpoints)
                         last_saved = algo.iteration
                         plot_run(run_dir / "metrics.csv", run_dir / "curves.png", str(run_dir))
+                        _write_report(run_dir, log)
             except KeyboardInterrupt:
                 if algo.iteration > last_saved:
                     save_checkpoint(algo, run_dir, keep_checkpoints)
@@ -191,7 +224,17 @@ def train(
                 run_dir / "eval_after", resolve_policy(run_dir), config, "after", log
             )
             tracking.log(_prefixed("eval_after", after), step=algo.iteration)
+            _write_report(run_dir, log)
     return history
+
+
+def _write_report(run_dir: Path, log: Callable[[str], None]) -> None:
+    """Rewrite ``report.html``. The page is for reading: a failure to write it is
+    reported and the run goes on (``rexrag report`` writes it again, with the error)."""
+    try:
+        write_report(run_dir)
+    except Exception as error:  # a page must never stop a long run
+        log(f"report: {run_dir / REPORT_FILE} not written ({type(error).__name__}: {error})")
 
 
 def _refuse_a_changed_config(given: RexRagConfig, saved: RexRagConfig, config_path: Path) -> None:

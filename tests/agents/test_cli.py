@@ -10,6 +10,9 @@ import requests
 
 from tests.helpers import needs_vllm
 
+# every test runs `python -m agents.cli` in a subprocess: ~8 s of imports on 2 cores
+pytestmark = pytest.mark.slow
+
 
 def rexrag(*args, timeout=300):
     return subprocess.run(

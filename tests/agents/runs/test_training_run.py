@@ -63,6 +63,7 @@ def test_train_runs_the_embedded_default_unless_told_otherwise(capsys):
     assert "unknown trackers ['tensorbord']" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_resume_and_evaluate_from_the_command_line(
     answering_model_dir, capital_task, ray_cluster, tmp_path, capsys
 ):
@@ -114,6 +115,7 @@ def test_train_resume_and_evaluate_from_the_command_line(
     assert (protocol["max_turns"], protocol["max_new_tokens"]) == (1, 24)
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_keeps_its_progress_and_resumes(
     answering_model_dir, capital_task, ray_cluster, tmp_path
 ):
@@ -140,6 +142,7 @@ def test_an_interrupted_run_keeps_its_progress_and_resumes(
         train(config, run, stop_iters=6, keep_checkpoints=0, resume=True)
 
 
+@pytest.mark.slow
 def test_a_failed_iteration_exits_with_a_resume_hint(
     answering_model_dir, capital_task, ray_cluster, tmp_path, free_port, capsys
 ):
@@ -150,6 +153,7 @@ def test_a_failed_iteration_exits_with_a_resume_hint(
     assert f"127.0.0.1:{free_port}" in err and "--resume" in err
 
 
+@pytest.mark.slow
 @needs_vllm
 def test_train_with_vllm_rollouts_in_a_remote_env_runner(
     answering_model_dir, capital_task, ray_cluster, tmp_path, capsys
