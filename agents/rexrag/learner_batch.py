@@ -123,10 +123,12 @@ def build_learner_batch(
     )
     trained_np = PROBE_CREDITS[probe_credit](components)
     trained = torch.as_tensor(trained_np)
-    # the weight each token's gradient gets at θ = θ_old: π_old / q, times the
-    # trajectory's advantage weight
-    weights = (old_t - behaviour).exp() * corrected.advantage_weights.unsqueeze(-1)
-    outside_clip = (weights < 1.0 - clip_low) | (weights > 1.0 + clip_high)
+    # at θ = θ_old the PPO ratio is π_old / q (what the clip bounds), and each token's
+    # gradient weight is that ratio times the trajectory's advantage weight; the push
+    # |A·ratio| counts the advantage weight once (``advantages`` already carry it)
+    ratio = (old_t - behaviour).exp()
+    weights = ratio * corrected.advantage_weights.unsqueeze(-1)
+    outside_clip = (ratio < 1.0 - clip_low) | (ratio > 1.0 + clip_high)
     stats = {
         "alpha": alpha,
         "error_rate": error_rate,
@@ -140,7 +142,7 @@ def build_learner_batch(
         **component_statistics(
             components,
             trained_np,
-            (advantages.unsqueeze(-1) * weights).abs().numpy(),
+            (advantages.unsqueeze(-1) * ratio).abs().numpy(),
             weights.numpy(),
             outside_clip.numpy(),
             None if entropy is None else entropy[rows, :width],

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from agents.rexrag.credit import (
+    COMPONENT_NAMES,
     PROBE_CREDITS,
     CreditComponent,
     component_means,
@@ -211,3 +212,27 @@ def test_unknown_options_are_refused_by_name():
         config.check_settings()
     assert "original_behaviour must be one of ('mixture', 'policy')" in str(error.value)
     assert "advantage_baseline must be one of ('group', 'group_or_batch')" in str(error.value)
+
+
+def test_under_sequence_the_ratio_starts_at_one_and_each_push_counts_its_weight_once():
+    """``sequence`` scales advantages by a trajectory weight and leaves the ratio at 1: no
+    token starts outside the clip, and a component's share of the push is its share of
+    Σ|A| over the learner's own advantages (the weight counted once, not squared)."""
+    trajectories = linked_sample()
+    for parent in trajectories[:2]:  # the probes' parents met the trigger
+        parent.probe_eligible = True
+    batch = to_token_batch(trajectories)
+    old = np.full(batch.input_ids.shape, math.log(0.5), dtype=np.float32)
+    prepared = build_learner_batch(
+        batch, old, old, keep_ratio=1.0, correction="sequence", probe_credit="copy", **COMMON
+    )
+    columns, stats = prepared.columns, prepared.stats
+    weights = columns["advantages"] / build("copy").columns["advantages"]
+    assert weights.min() < 0.9 and weights.max() > 1.1  # originals and probes weighted apart
+    push = np.abs(columns["advantages"])[:, None] * columns["loss_mask"]
+    for code, name in COMPONENT_NAMES.items():
+        share = push[columns["credit_component"] == code].sum() / push.sum()
+        assert stats[f"credit_{name}_share"] == pytest.approx(share, rel=1e-5), name
+        if stats[f"credit_{name}_tokens"]:
+            assert stats[f"credit_{name}_clip_fraction_old"] == 0.0, name
+    assert stats["importance_weight_clip_fraction"] == 0.0
