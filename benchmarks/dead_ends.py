@@ -170,6 +170,14 @@ def run_name(key: str, seed: int) -> str:
     return f"{key}-seed{seed}"
 
 
+def save_run(path: Path, record: dict) -> None:
+    """Write a finished run's record whole or not at all: a session cut mid-write must not
+    leave a partial file that a resumed launch would take for a done run."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(record))
+    os.replace(partial, path)
+
+
 def still_hidden(meta: dict, out: Path) -> list[str]:
     """The planned runs of a blind experiment that are not done yet (none if not blind)."""
     if not meta.get("blind"):
@@ -509,7 +517,7 @@ def main() -> None:
                 path = out / "runs" / f"{run_name(key, seed)}.json"
                 if path.is_file():
                     continue
-                path.write_text(json.dumps(run(args, key, seed)))
+                save_run(path, run(args, key, seed))
     finally:
         ray.shutdown()
     missing = still_hidden(meta, out)

@@ -54,3 +54,10 @@ def test_held_out_em_separates_the_multi_hop_questions():
     config = RexRagConfig.from_yaml("tiny-synthwiki-trap")
     em = dead_ends.held_out_em(resolve_model(config.llm), config, "synthwiki/validation", 40)
     assert em["multi_hop"] < 0.1 < em["all"]
+
+
+def test_a_run_record_is_written_whole(tmp_path):
+    path = tmp_path / "grpo-seed4.json"
+    dead_ends.save_run(path, {"setting": "grpo", "seed": 4})
+    assert json.loads(path.read_text()) == {"setting": "grpo", "seed": 4}
+    assert [p.name for p in tmp_path.iterdir()] == ["grpo-seed4.json"]
