@@ -86,6 +86,15 @@ COMPARISONS = (
     ("group_only", "rexrag"),
     ("group_only", "grpo"),
     ("group_only", "grpo_batch"),
+    # Issue 28's P3 (does learning on probe tokens pay?) and P4 (does the best setting
+    # beat GRPO's batch baseline?), whichever setting is the best.
+    ("masked", "group_only"),
+    ("rexrag", "group_only"),
+    ("sequence", "group_only"),
+    ("masked", "grpo"),
+    ("rexrag", "grpo_batch"),
+    ("masked", "grpo_batch"),
+    ("sequence", "grpo_batch"),
 )
 #: A difference is decided when its interval excludes 0 or is narrower than this (EM points).
 DECIDED_HALF_WIDTH = 3.0
@@ -245,6 +254,7 @@ RUN_SUMMARY = {
     "test_em": lambda r: r["test_em"],
     "held_out_em_last": lambda r: r["tracked"][max(r["tracked"])],
     "held_out_multi_hop_em_last": lambda r: _last(r["tracked_multi_hop"]),
+    "self_doubt_rise": lambda r: self_doubt_rise([m.get("self_doubt_rate") for m in r["history"]]),
     "dead_end_mean": lambda r: _over_iterations(r, "dead_end_fraction_before_probing"),
     "probe_accuracy": lambda r: _over_iterations(r, "accuracy_probe"),
     "sampled_tokens": lambda r: _over_iterations(r, "sampled_tokens"),
@@ -254,6 +264,20 @@ RUN_SUMMARY = {
 
 def _last(tracked: dict[int, float]) -> float:
     return tracked[max(tracked)] if tracked else float("nan")
+
+
+#: The pre-registered "late" iterations of a self-doubt rise: 8-10 of a 10-iteration run.
+LATE_ITERATIONS = 3
+
+
+def self_doubt_rise(rates: list[float | None]) -> float:
+    """How much more often the originals doubt their answer late in a run than at its
+    start: the mean self-doubt rate over the last :data:`LATE_ITERATIONS` iterations minus
+    the first iteration's (prediction P3's "the self-doubt rate rises"). NaN for a run too
+    short to have both, or from before the rate was recorded."""
+    if len(rates) <= LATE_ITERATIONS or any(rate is None for rate in rates):
+        return float("nan")
+    return float(np.mean(rates[-LATE_ITERATIONS:]) - rates[0])
 
 
 def _over_iterations(record: dict, metric: str) -> float:
@@ -354,6 +378,7 @@ def report(runs: list[dict], meta: dict, out: Path) -> None:
         ]
         print(f"| {a} - {b} | {intervals['test_em'].n} | " + " | ".join(cells) + " |")
     print_multi_hop_rise(summary, meta)
+    print_self_doubt_rise(summary)
     # How fast each setting learns: the held-out EM at every tracked iteration, paired.
     tracked = sorted({i for group in groups.values() for r in group for i in r["tracked"]})
     print(
@@ -401,6 +426,22 @@ def print_multi_hop_rise(summary: dict[str, list[dict]], meta: dict) -> None:
         rise = [value - start for value in last]
         cell = mean_interval(rise).format(scale=100) if len(rows) > 1 else f"{100 * rise[0]:+.1f}"
         print(f"| {SETTINGS[key][0]} | {100 * np.mean(last):.1f} | {cell} |")
+
+
+def print_self_doubt_rise(summary: dict[str, list[dict]]) -> None:
+    """Per setting, how much the originals' self-doubt rate rose from the first iteration
+    to the last :data:`LATE_ITERATIONS` (mean over seeds, 95% CI): above 0 under a probe
+    setting and not under GRPO is P3's sign that the policy learned to doubt by itself."""
+    rises = {key: [row["self_doubt_rise"] for row in rows] for key, rows in summary.items()}
+    if all(np.isnan(rise).all() for rise in rises.values()):  # from before the rate existed
+        return
+    print(
+        f"\n| setting | self-doubt rate of originals: rise from iteration 1 to the mean of "
+        f"the last {LATE_ITERATIONS}, 95% CI |\n|---|---:|"
+    )
+    for key, rise in rises.items():
+        cell = mean_interval(rise).format(digits=3) if len(rise) > 1 else f"{rise[0]:+.3f}"
+        print(f"| {SETTINGS[key][0]} | {cell} |")
 
 
 def plot_curves(groups: dict[str, list[dict]], meta: dict, path: Path) -> Path:

@@ -43,6 +43,32 @@ def test_an_experiment_from_before_multi_hop_tracking_still_replots(tmp_path, mo
     dead_ends.main()
     printed = capsys.readouterr().out
     assert "| rexrag - grpo | 24 |" in printed and "rise from the warm start" not in printed
+    assert "self-doubt rate" not in printed
+
+
+def test_the_screen_replots_with_the_predictions_comparisons(tmp_path, monkeypatch, capsys):
+    """Issue 28's screen: P3's and P4's differences and the self-doubt rise per setting."""
+    shutil.copytree(DATA / "screen-tiny-synthwiki", tmp_path / "screen")
+    monkeypatch.setattr(sys, "argv", ["dead_ends.py", "--replot", str(tmp_path / "screen")])
+    dead_ends.main()
+    printed = capsys.readouterr().out
+    for row in ("| masked - group_only | 6 |", "| sequence - grpo_batch | 6 |"):
+        assert row in printed
+    assert "| GRPO (probes off) | +0.000 [+0.000, +0.000] |" in printed  # GRPO never doubts
+    assert "self_doubt_rise" in (tmp_path / "screen" / "runs.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    ("rates", "rise"),
+    [
+        ([0.1, 0.0, 0.2, 0.3, 0.4], 0.2),  # mean of the last three minus the first
+        ([0.3, 0.3, 0.3, 0.3], 0.0),
+        ([0.1, 0.2, 0.3], float("nan")),  # no iteration between first and late
+        ([0.1, None, 0.2, 0.3, 0.4], float("nan")),  # from before the rate was recorded
+    ],
+)
+def test_self_doubt_rise(rates, rise):
+    assert dead_ends.self_doubt_rise(rates) == pytest.approx(rise, nan_ok=True)
 
 
 def test_held_out_em_separates_the_multi_hop_questions():
