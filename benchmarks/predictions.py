@@ -1,0 +1,244 @@
+"""Issue 28's pre-registered predictions (docs/results.md), judged from the saved runs.
+
+    python -m benchmarks.predictions --tiny DIR --trap DIR --trap-screen DIR
+
+``DIR``s are ``benchmarks/dead_ends.py`` output directories: the decision's runs at
+``tiny-synthwiki`` and at ``tiny-synthwiki-trap``, and the trap's screen (which chose
+its "best REX-RAG setting", and holds ``masked``'s trap runs when the decision does
+not). Prints each prediction's parts with their 95% intervals (paired by seed,
+Student-t, EM points), the rule that judges each and the outcome: confirmed, refuted or
+undecided. The rules were written into docs/results.md before any decision run's outcome
+was seen; they are the functions below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agents.analysis.paired_stats import Interval, mean_interval, paired_difference
+from benchmarks.dead_ends import RUN_SUMMARY, load_runs
+
+CONFIRMED, REFUTED, UNDECIDED = "confirmed", "refuted", "undecided"
+#: The settings "the best REX-RAG setting" is chosen from (the official one is ``rexrag``).
+REX_RAG_SETTINGS = ("rexrag", "masked", "group_only", "sequence")
+#: EM points within which two settings are level (``dead_ends.py``'s "decided" margin).
+LEVEL = 3.0
+
+
+def at_least(interval: Interval, bound: float) -> str:
+    """ "a − b ≥ +bound": the mean reaches it and the interval excludes 0; refuted when
+    the whole interval lies below it."""
+    if interval.mean >= bound and interval.low > 0:
+        return CONFIRMED
+    return REFUTED if interval.high < bound else UNDECIDED
+
+
+def beats(interval: Interval) -> str:
+    """ "a beats b": the interval lies above 0; refuted when it lies below 0 or within
+    ±:data:`LEVEL` (decided level)."""
+    if interval.low > 0:
+        return CONFIRMED
+    return REFUTED if interval.high < 0 or interval.half_width < LEVEL else UNDECIDED
+
+
+def not_below(interval: Interval) -> str:
+    """ "a ends ≥ b": no worse than level (the interval's low end above −:data:`LEVEL`);
+    refuted when the interval lies below 0."""
+    if interval.low > -LEVEL:
+        return CONFIRMED
+    return REFUTED if interval.high < 0 else UNDECIDED
+
+
+def below(interval: Interval, bound: float) -> str:
+    """ "rises by < bound": the interval's high end is below it; refuted when its low end
+    reaches it."""
+    if interval.high < bound:
+        return CONFIRMED
+    return REFUTED if interval.low >= bound else UNDECIDED
+
+
+def rises(interval: Interval) -> str:
+    """ "the rate rises": the interval lies above 0; refuted when its high end is not."""
+    if interval.low > 0:
+        return CONFIRMED
+    return REFUTED if interval.high <= 0 else UNDECIDED
+
+
+def does_not_rise(interval: Interval) -> str:
+    """ "the rate does not rise": the interval does not lie above 0."""
+    return CONFIRMED if interval.low <= 0 else REFUTED
+
+
+def all_of(outcomes: list[str]) -> str:
+    if REFUTED in outcomes:
+        return REFUTED
+    return CONFIRMED if all(o == CONFIRMED for o in outcomes) else UNDECIDED
+
+
+def any_of(outcomes: list[str]) -> str:
+    if CONFIRMED in outcomes:
+        return CONFIRMED
+    return REFUTED if all(o == REFUTED for o in outcomes) else UNDECIDED
+
+
+@dataclass(frozen=True)
+class Part:
+    """One judged claim: what it says, where its numbers come from, its interval, outcome."""
+
+    claim: str
+    source: str
+    interval: Interval
+    outcome: str
+
+
+@dataclass(frozen=True)
+class Prediction:
+    parts: list[Part]
+    outcome: str
+
+
+class Runs:
+    """One experiment directory's runs, by setting and seed."""
+
+    def __init__(self, directory: Path) -> None:
+        self.name = directory.name
+        self.meta = json.loads((directory / "meta.json").read_text())
+        self.by_setting: dict[str, dict[int, dict]] = {}
+        for run in load_runs(directory):
+            self.by_setting.setdefault(run["setting"], {})[run["seed"]] = run
+
+    def has(self, setting: str) -> bool:
+        return setting in self.by_setting
+
+    def best(self) -> str:
+        """The REX-RAG setting with the highest mean final test EM (the screen's choice)."""
+        ran = [s for s in REX_RAG_SETTINGS if self.has(s)]
+        return max(ran, key=lambda s: np.mean([r["test_em"] for r in self.by_setting[s].values()]))
+
+    def difference(self, a: str, b: str, value: Callable[[dict], float]) -> Interval:
+        """``a − b`` in EM points, paired by seed over the seeds both ran."""
+        seeds = sorted(set(self.by_setting[a]) & set(self.by_setting[b]))
+        return paired_difference(
+            [100 * value(self.by_setting[a][s]) for s in seeds],
+            [100 * value(self.by_setting[b][s]) for s in seeds],
+        )
+
+    def per_run(self, setting: str, value: Callable[[dict], float], scale: float) -> Interval:
+        return mean_interval([scale * value(r) for r in self.by_setting[setting].values()])
+
+
+def test_em(run: dict) -> float:
+    return run["test_em"]
+
+
+def held_out_em_at_3(run: dict) -> float:
+    return run["tracked"][3]
+
+
+def self_doubt_rise(run: dict) -> float:
+    return RUN_SUMMARY["self_doubt_rise"](run)
+
+
+def judge(tiny: Runs, trap: Runs, trap_screen: Runs) -> dict[str, Prediction]:
+    """Every prediction, judged: P1 at ``tiny-synthwiki``, P2-P4 at the trap, where "the
+    best REX-RAG setting" is the trap screen's. A prediction holds when all its parts do,
+    except P3's "masked or copy", which holds through either."""
+    best = trap_screen.best()
+
+    gain = tiny.difference("group_only", "rexrag", held_out_em_at_3)
+    level = tiny.difference("group_only", "grpo", test_em)
+    p1 = [
+        Part(
+            "group_only − copy ≥ +5, held-out EM at iteration 3",
+            tiny.name,
+            gain,
+            at_least(gain, 5.0),
+        ),
+        Part("group_only ends ≥ GRPO, final test EM", tiny.name, level, not_below(level)),
+    ]
+
+    start = trap.meta["warm_start_held_out_multi_hop_em"]
+    stuck = trap.per_run(
+        "grpo", lambda r: RUN_SUMMARY["held_out_multi_hop_em_last"](r) - start, 100
+    )
+    over_grpo = trap.difference(best, "grpo", test_em)
+    p2 = [
+        Part(
+            "GRPO's multi-hop held-out EM rises < 5 over 10 iterations",
+            trap.name,
+            stuck,
+            below(stuck, 5.0),
+        ),
+        Part(
+            f"best ({best}) − GRPO ≥ +3, final test EM",
+            trap.name,
+            over_grpo,
+            at_least(over_grpo, 3.0),
+        ),
+    ]
+
+    p3, learners = [], []
+    for setting in ("masked", "rexrag"):  # rexrag is the official "copy"
+        runs = trap if trap.has(setting) else trap_screen
+        pays = runs.difference(setting, "group_only", test_em)
+        doubt = runs.per_run(setting, self_doubt_rise, 1.0)
+        pair = [
+            Part(f"{setting} beats group_only, final test EM", runs.name, pays, beats(pays)),
+            Part(f"self-doubt rate rises under {setting}", runs.name, doubt, rises(doubt)),
+        ]
+        p3 += pair
+        learners.append(all_of([part.outcome for part in pair]))
+    grpo_doubt = trap.per_run("grpo", self_doubt_rise, 1.0)
+    p3.append(
+        Part(
+            "self-doubt rate does not rise under GRPO",
+            trap.name,
+            grpo_doubt,
+            does_not_rise(grpo_doubt),
+        )
+    )
+
+    over_batch = trap.difference(best, "grpo_batch", test_em)
+    p4 = [
+        Part(
+            f"best ({best}) beats grpo_batch, final test EM",
+            trap.name,
+            over_batch,
+            beats(over_batch),
+        )
+    ]
+    return {
+        "P1": Prediction(p1, all_of([part.outcome for part in p1])),
+        "P2": Prediction(p2, all_of([part.outcome for part in p2])),
+        "P3": Prediction(p3, all_of([any_of(learners), p3[-1].outcome])),
+        "P4": Prediction(p4, p4[0].outcome),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiny", required=True, type=Path, help="tiny-synthwiki's decision")
+    parser.add_argument("--trap", required=True, type=Path, help="the trap's decision")
+    parser.add_argument("--trap-screen", required=True, type=Path, help="the trap's screen")
+    args = parser.parse_args()
+    trap_screen = Runs(args.trap_screen)
+    print(f"the trap screen's best REX-RAG setting: {trap_screen.best()}\n")
+    print("| prediction | part | runs | seeds | 95% CI | outcome |\n|---|---|---|---:|---:|---|")
+    for name, prediction in judge(Runs(args.tiny), Runs(args.trap), trap_screen).items():
+        for part in prediction.parts:
+            digits = 3 if "self-doubt" in part.claim else 1
+            print(
+                f"| {name} | {part.claim} | {part.source} | {part.interval.n} "
+                f"| {part.interval.format(digits=digits)} | {part.outcome} |"
+            )
+        print(f"| **{name}** | | | | | **{prediction.outcome}** |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The rules that judge issue 28's pre-registered predictions, and the judging end to end."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from agents.analysis.paired_stats import Interval
+from benchmarks import predictions
+from benchmarks.predictions import CONFIRMED, REFUTED, UNDECIDED
+
+SCREEN = Path(__file__).resolve().parents[2] / "docs" / "data" / "screen-tiny-synthwiki"
+
+
+def ci(low: float, high: float) -> Interval:
+    return Interval((low + high) / 2, low, high, 24)
+
+
+@pytest.mark.parametrize(
+    ("interval", "outcome"),
+    [
+        (ci(+1.0, +11.0), CONFIRMED),  # mean 6 >= 5, excludes 0
+        (ci(+0.5, +7.5), UNDECIDED),  # mean 4 < 5, could still be >= 5
+        (ci(-1.0, +13.0), UNDECIDED),  # mean 6, but 0 is inside
+        (ci(+0.5, +4.5), REFUTED),  # all of it below 5
+    ],
+)
+def test_at_least_five(interval, outcome):
+    assert predictions.at_least(interval, 5.0) == outcome
+
+
+@pytest.mark.parametrize(
+    ("interval", "outcome"),
+    [
+        (ci(+0.2, +4.0), CONFIRMED),
+        (ci(-2.0, +2.5), REFUTED),  # level: within ±3
+        (ci(-6.0, -1.0), REFUTED),
+        (ci(-4.0, +5.0), UNDECIDED),
+    ],
+)
+def test_beats(interval, outcome):
+    assert predictions.beats(interval) == outcome
+
+
+@pytest.mark.parametrize(
+    ("interval", "outcome"),
+    [
+        (ci(-2.5, +1.0), CONFIRMED),  # no worse than level
+        (ci(-5.0, +1.0), UNDECIDED),
+        (ci(-5.0, -0.5), REFUTED),
+    ],
+)
+def test_not_below(interval, outcome):
+    assert predictions.not_below(interval) == outcome
+
+
+@pytest.mark.parametrize(
+    ("interval", "outcome"),
+    [(ci(-1.0, +4.0), CONFIRMED), (ci(+2.0, +9.0), UNDECIDED), (ci(+5.0, +9.0), REFUTED)],
+)
+def test_stuck_means_rising_by_less_than_five(interval, outcome):
+    assert predictions.below(interval, 5.0) == outcome
+
+
+def test_a_rate_that_stays_at_zero_does_not_rise():
+    zero = ci(0.0, 0.0)
+    assert predictions.rises(zero) == REFUTED and predictions.does_not_rise(zero) == CONFIRMED
+    assert predictions.rises(ci(0.01, 0.05)) == CONFIRMED
+    assert predictions.does_not_rise(ci(0.01, 0.05)) == REFUTED
+
+
+def test_combining_parts():
+    assert predictions.all_of([CONFIRMED, CONFIRMED]) == CONFIRMED
+    assert predictions.all_of([CONFIRMED, UNDECIDED]) == UNDECIDED
+    assert predictions.all_of([UNDECIDED, REFUTED]) == REFUTED
+    assert predictions.any_of([REFUTED, CONFIRMED]) == CONFIRMED
+    assert predictions.any_of([REFUTED, UNDECIDED]) == UNDECIDED
+    assert predictions.any_of([REFUTED, REFUTED]) == REFUTED
+
+
+def test_the_screen_judged_as_if_it_were_both_decisions(monkeypatch, capsys):
+    """The tiny screen stands in for every directory: each prediction gets its parts,
+    intervals over the screen's 6 seeds, and an outcome; the best setting is the one
+    with the highest mean test EM (group_only, 63.7, ahead of masked's 63.0)."""
+    screen = predictions.Runs(SCREEN)
+    assert screen.best() == "group_only"
+    judged = predictions.judge(screen, screen, screen)
+    assert [len(p.parts) for p in judged.values()] == [2, 2, 5, 1]
+    gain = judged["P1"].parts[0]
+    assert (gain.interval.n, round(gain.interval.mean, 1), gain.outcome) == (6, 11.9, CONFIRMED)
+    # SynthWiki's default warm start never goes on after hop 1 greedily, GRPO teaches it to
+    assert judged["P2"].parts[0].outcome == REFUTED
+    assert judged["P3"].outcome == REFUTED  # nobody doubts on their own there
+    argv = ["predictions", "--tiny", str(SCREEN), "--trap", str(SCREEN)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--trap-screen", str(SCREEN)])
+    predictions.main()
+    printed = capsys.readouterr().out
+    assert "| **P3** | | | | | **refuted** |" in printed
