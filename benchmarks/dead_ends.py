@@ -249,6 +249,9 @@ def decided(interval: Interval) -> str:
     return "no"
 
 
+#: The learner's credit components (``credit_<component>_share`` of the push, Σ|A·w|).
+CREDIT_COMPONENTS = ("original", "prefix", "prompt", "continuation")
+
 #: Per run, what the tables and runs.csv report: name -> value of a saved run record.
 RUN_SUMMARY = {
     "test_em": lambda r: r["test_em"],
@@ -258,6 +261,11 @@ RUN_SUMMARY = {
     "dead_end_mean": lambda r: _over_iterations(r, "dead_end_fraction_before_probing"),
     "probe_accuracy": lambda r: _over_iterations(r, "accuracy_probe"),
     "sampled_tokens": lambda r: _over_iterations(r, "sampled_tokens"),
+    "rescued_groups": lambda r: _over_iterations(r, "rescued_groups"),
+    **{
+        f"credit_{component}_share": lambda r, c=component: _over_iterations(r, f"credit_{c}_share")
+        for component in CREDIT_COMPONENTS
+    },
     "seconds": lambda r: r["seconds"],
 }
 
@@ -281,7 +289,11 @@ def self_doubt_rise(rates: list[float | None]) -> float:
 
 
 def _over_iterations(record: dict, metric: str) -> float:
-    return float(np.mean([metrics[metric] for metrics in record["history"]]))
+    """The metric's mean over the run's iterations, those that have it (NaN when none
+    does: an older record, or a component with no token in any iteration)."""
+    values = [m[metric] for m in record["history"] if m.get(metric) is not None]
+    values = [value for value in values if not np.isnan(value)]
+    return float(np.mean(values)) if values else float("nan")
 
 
 def paired_differences(groups: dict[str, list[dict]]) -> dict[tuple[str, str], dict]:
@@ -379,6 +391,7 @@ def report(runs: list[dict], meta: dict, out: Path) -> None:
         print(f"| {a} - {b} | {intervals['test_em'].n} | " + " | ".join(cells) + " |")
     print_multi_hop_rise(summary, meta)
     print_self_doubt_rise(summary)
+    print_credit(summary)
     # How fast each setting learns: the held-out EM at every tracked iteration, paired.
     tracked = sorted({i for group in groups.values() for r in group for i in r["tracked"]})
     print(
@@ -442,6 +455,28 @@ def print_self_doubt_rise(summary: dict[str, list[dict]]) -> None:
     for key, rise in rises.items():
         cell = mean_interval(rise).format(digits=3) if len(rise) > 1 else f"{rise[0]:+.3f}"
         print(f"| {SETTINGS[key][0]} | {cell} |")
+
+
+def print_credit(summary: dict[str, list[dict]]) -> None:
+    """Per setting, the all-wrong groups a right kept probe rescued per iteration and
+    where the learner's push (Σ|A·w| at θ_old) went: the originals, a probe's copied
+    prefix, its inserted prompt, its own continuation (means over iterations and seeds)."""
+    if all(np.isnan([row["rescued_groups"] for row in rows]).all() for rows in summary.values()):
+        return  # from before these were recorded
+    header = " | ".join(f"push on {c}" for c in CREDIT_COMPONENTS)
+    print(
+        f"\n| setting | rescued groups / iteration | {header} |\n|---|---:|"
+        + "---:|" * len(CREDIT_COMPONENTS)
+    )
+    for key, rows in summary.items():
+        cells = [
+            f"{np.nanmean([row[f'credit_{c}_share'] for row in rows]):.3f}"
+            if not np.isnan([row[f"credit_{c}_share"] for row in rows]).all()
+            else "-"
+            for c in CREDIT_COMPONENTS
+        ]
+        rescued = np.nanmean([row["rescued_groups"] for row in rows])
+        print(f"| {SETTINGS[key][0]} | {rescued:.2f} | " + " | ".join(cells) + " |")
 
 
 def plot_curves(groups: dict[str, list[dict]], meta: dict, path: Path) -> Path:

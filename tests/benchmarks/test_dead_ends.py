@@ -43,7 +43,7 @@ def test_an_experiment_from_before_multi_hop_tracking_still_replots(tmp_path, mo
     dead_ends.main()
     printed = capsys.readouterr().out
     assert "| rexrag - grpo | 24 |" in printed and "rise from the warm start" not in printed
-    assert "self-doubt rate" not in printed
+    assert "self-doubt rate" not in printed and "rescued groups" not in printed
 
 
 def test_the_screen_replots_with_the_predictions_comparisons(tmp_path, monkeypatch, capsys):
@@ -55,6 +55,8 @@ def test_the_screen_replots_with_the_predictions_comparisons(tmp_path, monkeypat
     for row in ("| masked - group_only | 6 |", "| sequence - grpo_batch | 6 |"):
         assert row in printed
     assert "| GRPO (probes off) | +0.000 [+0.000, +0.000] |" in printed  # GRPO never doubts
+    # group_only trains no probe token: all the push is on the originals
+    assert "| REX-RAG, rexrag, probes in group statistics only | 0.97 | 1.000 | 0.000 |" in printed
     assert "self_doubt_rise" in (tmp_path / "screen" / "runs.csv").read_text()
 
 
