@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.analysis.paired_stats import Interval, mean_interval, paired_difference
-from benchmarks.dead_ends import RUN_SUMMARY, load_runs
+from benchmarks.dead_ends import RUN_SUMMARY, SETTINGS, load_runs
 
 CONFIRMED, REFUTED, UNDECIDED = "confirmed", "refuted", "undecided"
 #: The settings "the best REX-RAG setting" is chosen from (the official one is ``rexrag``).
@@ -221,11 +221,80 @@ def judge(tiny: Runs, trap: Runs, trap_screen: Runs) -> dict[str, Prediction]:
     }
 
 
+def held_out_curve(runs: Runs, setting: str, tracked: str, start: str) -> dict[int, float]:
+    """Greedy EM (points) on the held-out set from the warm start (iteration 0) through
+    every iteration tracked in all the setting's runs, the mean over its seeds."""
+    by_seed = runs.by_setting[setting].values()
+    iterations = sorted(set.intersection(*(set(r[tracked]) for r in by_seed)))
+    return {
+        0: 100 * runs.meta[start],
+        **{i: 100 * float(np.mean([r[tracked][i] for r in by_seed])) for i in iterations},
+    }
+
+
+def plot_decisions(tiny: Runs, trap: Runs, path: Path) -> Path:
+    """The README's figure: held-out EM over training at both severities, and on the
+    trap's multi-hop questions (where GRPO is stuck if anywhere); one colour per
+    setting in every panel, one legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("tiny-synthwiki: held-out EM", tiny, "tracked", "warm_start_held_out_em"),
+        ("tiny-synthwiki-trap: held-out EM", trap, "tracked", "warm_start_held_out_em"),
+        (
+            "tiny-synthwiki-trap: multi-hop questions",
+            trap,
+            "tracked_multi_hop",
+            "warm_start_held_out_multi_hop_em",
+        ),
+    ]
+    settings = list(dict.fromkeys([*tiny.by_setting, *trap.by_setting]))
+    colours = {s: f"C{i}" for i, s in enumerate(settings)}
+    figure, axes = plt.subplots(1, len(panels), figsize=(12, 3.8))
+    for axis, (title, runs, tracked, start) in zip(axes, panels, strict=True):
+        for setting in runs.by_setting:
+            curve = held_out_curve(runs, setting, tracked, start)
+            axis.plot(
+                list(curve),
+                list(curve.values()),
+                marker=".",
+                color=colours[setting],
+                label=SETTINGS[setting][0],
+            )
+        seeds = len(next(iter(runs.by_setting.values())))
+        axis.set_title(f"{title} ({seeds} seeds)", fontsize="medium")
+        axis.set_xlabel("training iteration")
+        axis.set_ylabel("greedy EM, mean over seeds")
+        axis.grid(alpha=0.3)
+    handles = {
+        label: handle
+        for axis in axes
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True)
+    }
+    figure.legend(
+        handles.values(),
+        handles.keys(),
+        loc="lower center",
+        ncol=3,
+        fontsize="small",
+        frameon=False,
+    )
+    figure.tight_layout(rect=(0, 0.12, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", required=True, type=Path, help="tiny-synthwiki's decision")
     parser.add_argument("--trap", required=True, type=Path, help="the trap's decision")
     parser.add_argument("--trap-screen", required=True, type=Path, help="the trap's screen")
+    parser.add_argument("--figure", type=Path, help="also draw the README's figure here")
     args = parser.parse_args()
     trap_screen = Runs(args.trap_screen)
     print(f"the trap screen's best REX-RAG setting: {trap_screen.best()}\n")
@@ -238,6 +307,8 @@ def main() -> None:
                 f"| {part.interval.format(digits=digits)} | {part.outcome} |"
             )
         print(f"| **{name}** | | | | | **{prediction.outcome}** |")
+    if args.figure:
+        print(f"\nfigure: {plot_decisions(Runs(args.tiny), Runs(args.trap), args.figure)}")
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def test_combining_parts():
     assert predictions.any_of([REFUTED, REFUTED]) == REFUTED
 
 
-def test_the_screen_judged_as_if_it_were_both_decisions(monkeypatch, capsys):
+def test_the_screen_judged_as_if_it_were_both_decisions(monkeypatch, capsys, tmp_path):
     """The tiny screen stands in for every directory: each prediction gets its parts,
     intervals over the screen's 6 seeds, and an outcome; the best setting is the one
     with the highest mean test EM (group_only, 63.7, ahead of masked's 63.0)."""
@@ -94,7 +94,17 @@ def test_the_screen_judged_as_if_it_were_both_decisions(monkeypatch, capsys):
     assert judged["P2"].parts[0].outcome == REFUTED
     assert judged["P3"].outcome == REFUTED  # nobody doubts on their own there
     argv = ["predictions", "--tiny", str(SCREEN), "--trap", str(SCREEN)]
-    monkeypatch.setattr(sys, "argv", [*argv, "--trap-screen", str(SCREEN)])
+    figure = tmp_path / "decisions.png"
+    monkeypatch.setattr(sys, "argv", [*argv, "--trap-screen", str(SCREEN), "--figure", str(figure)])
     predictions.main()
     printed = capsys.readouterr().out
     assert "| **P3** | | | | | **refuted** |" in printed
+    assert figure.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_held_out_curve_starts_at_the_warm_start():
+    curve = predictions.held_out_curve(
+        predictions.Runs(SCREEN), "grpo", "tracked_multi_hop", "warm_start_held_out_multi_hop_em"
+    )
+    assert list(curve) == [0, 3, 6, 9, 10] and curve[0] == 0.0
+    assert curve[10] == pytest.approx(55.9, abs=0.05)  # the screen's table
