@@ -235,6 +235,10 @@ def load_runs(out: Path) -> list[dict]:
     return runs
 
 
+#: A run "did not learn" when its final test EM is within this many points of the warm
+#: start's (a learning run of the tiny presets gains ~25-30).
+LEARNED_MARGIN = 10.0
+
 #: Fewer seeds decide nothing: two equal differences give an interval of width 0.
 MIN_SEEDS_TO_DECIDE = 3
 
@@ -392,6 +396,7 @@ def report(runs: list[dict], meta: dict, out: Path) -> None:
     print_multi_hop_rise(summary, meta)
     print_self_doubt_rise(summary)
     print_credit(summary)
+    print_every_run(groups, meta)
     # How fast each setting learns: the held-out EM at every tracked iteration, paired.
     tracked = sorted({i for group in groups.values() for r in group for i in r["tracked"]})
     print(
@@ -455,6 +460,38 @@ def print_self_doubt_rise(summary: dict[str, list[dict]]) -> None:
     for key, rise in rises.items():
         cell = mean_interval(rise).format(digits=3) if len(rise) > 1 else f"{rise[0]:+.3f}"
         print(f"| {SETTINGS[key][0]} | {cell} |")
+
+
+def print_every_run(groups: dict[str, list[dict]], meta: dict) -> None:
+    """Every run's final test EM, seed by setting, marking the runs that did not learn
+    (within :data:`LEARNED_MARGIN` points of the warm start): nothing is averaged away."""
+    start = 100 * meta["warm_start_test_em"]
+    seeds = sorted({r["seed"] for group in groups.values() for r in group})
+    by_seed = {key: {r["seed"]: 100 * r["test_em"] for r in group} for key, group in groups.items()}
+    print(
+        f"\n| final test EM per run (warm start {start:.1f}) | "
+        + " | ".join(groups)
+        + " |\n|---|"
+        + "---:|" * len(groups)
+    )
+    for seed in seeds:
+        cells = []
+        for key in groups:
+            em = by_seed[key].get(seed)
+            mark = " †" if em is not None and em < start + LEARNED_MARGIN else ""
+            cells.append("-" if em is None else f"{em:.1f}{mark}")
+        print(f"| seed {seed} | " + " | ".join(cells) + " |")
+    failed = [
+        f"{key} seed {seed}"
+        for key in groups
+        for seed, em in by_seed[key].items()
+        if em < start + LEARNED_MARGIN
+    ]
+    print(
+        f"(† did not learn: within {LEARNED_MARGIN:.0f} points of the warm start; "
+        f"{len(failed)} of {sum(map(len, by_seed.values()))} runs"
+        + (f": {', '.join(failed)})" if failed else ")")
+    )
 
 
 def print_credit(summary: dict[str, list[dict]]) -> None:

@@ -58,6 +58,8 @@ def test_the_screen_replots_with_the_predictions_comparisons(tmp_path, monkeypat
     # group_only trains no probe token: all the push is on the originals
     assert "| REX-RAG, rexrag, probes in group statistics only | 0.97 | 1.000 | 0.000 |" in printed
     assert "self_doubt_rise" in (tmp_path / "screen" / "runs.csv").read_text()
+    # every run is listed; the one that did not learn is named
+    assert "| seed 5 | 63.3 | 40.0 † |" in printed and "1 of 36 runs: rexrag seed 5)" in printed
 
 
 @pytest.mark.parametrize(
