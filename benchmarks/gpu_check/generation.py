@@ -12,13 +12,16 @@ from benchmarks.gpu_check.device import timed
 from benchmarks.gpu_check.models import IdsOnlyTokenizer, Sizes, random_prompts
 from benchmarks.gpu_check.report import Row, verdict
 
-#: (b) HFGenerator must reach this share of ``model.generate``'s tokens/s.
+#: (b) HFGenerator must reach this share of ``model.generate``'s tokens/s on a CUDA device.
+#: Not judged on CPU (``--smoke``): tiny shapes on a shared CPU time noise, not the
+#: generator (a loaded 2-core machine measured 0.41 and 1.47 in two runs of one build).
 MIN_GENERATION_RATIO = 0.5
 
 
 def generation_rows(model, name: str, sizes: Sizes, device: torch.device) -> list[Row]:
     """(b) HFGenerator against ``model.generate``: same prompts (equal lengths), same
-    sampling (temperature, no top-k/top-p), every row to ``new_tokens``."""
+    sampling (temperature, no top-k/top-p), every row to ``new_tokens``; the speed ratio
+    is judged on CUDA only, every row's completeness everywhere."""
     generator = HFGenerator(model, IdsOnlyTokenizer())
     params = SamplingParams(temperature=1.0, max_new_tokens=sizes.new_tokens, stop=(), seed=0)
     rows = []
@@ -50,15 +53,16 @@ def generation_rows(model, name: str, sizes: Sizes, device: torch.device) -> lis
         complete = all(len(g.token_ids) == sizes.new_tokens for g in generations)
         complete &= output.shape[1] - ids.shape[1] == sizes.new_tokens
         ratio = theirs_seconds / ours_seconds
+        judged = device.type == "cuda"
+        speed = f">= {MIN_GENERATION_RATIO}" if judged else "(speed judged on CUDA only)"
         rows.append(
             Row(
                 "b generation",
                 name,
                 f"tokens/s, batch {batch} x {sizes.new_tokens} new (prompts {sizes.prompt_length})",
                 f"HFGenerator {tokens / ours_seconds:.0f}",
-                f"generate {tokens / theirs_seconds:.0f}; ratio {ratio:.2f} >= "
-                f"{MIN_GENERATION_RATIO}",
-                verdict(complete and ratio >= MIN_GENERATION_RATIO),
+                f"generate {tokens / theirs_seconds:.0f}; ratio {ratio:.2f} {speed}",
+                verdict(complete and (ratio >= MIN_GENERATION_RATIO or not judged)),
                 {
                     "batch": batch,
                     "hf_generator_tokens_per_s": tokens / ours_seconds,
