@@ -1,14 +1,15 @@
 """Issue 28's pre-registered predictions (docs/results.md), judged from the saved runs.
 
-    python -m benchmarks.predictions --tiny DIR --trap DIR --trap-screen DIR
+    python -m benchmarks.predictions --tiny DIR --trap DIR --trap-screen DIR [--long DIR]
 
 ``DIR``s are ``benchmarks/dead_ends.py`` output directories: the decision's runs at
 ``tiny-synthwiki`` and at ``tiny-synthwiki-trap``, and the trap's screen (which chose
 its "best REX-RAG setting", and holds ``masked``'s trap runs when the decision does
-not). Prints each prediction's parts with their 95% intervals (paired by seed,
-Student-t, EM points), the rule that judges each and the outcome: confirmed, refuted or
-undecided. The rules were written into docs/results.md before any decision run's outcome
-was seen; they are the functions below.
+not); ``--long``: the 40-iteration follow-up at the trap (P5, exploratory). Prints
+each prediction's parts with their 95% intervals (paired by seed, Student-t, EM
+points), the rule that judges each and the outcome: confirmed, refuted or undecided.
+The rules were written into docs/results.md before any decision run's outcome was
+seen; they are the functions below.
 """
 
 from __future__ import annotations
@@ -121,12 +122,14 @@ class Runs:
         ran = [s for s in REX_RAG_SETTINGS if self.has(s)]
         return max(ran, key=lambda s: np.mean([r["test_em"] for r in self.by_setting[s].values()]))
 
-    def difference(self, a: str, b: str, value: Callable[[dict], float]) -> Interval:
-        """``a − b`` in EM points, paired by seed over the seeds both ran."""
+    def difference(
+        self, a: str, b: str, value: Callable[[dict], float], scale: float = 100
+    ) -> Interval:
+        """``a − b`` (EM points by default), paired by seed over the seeds both ran."""
         seeds = sorted(set(self.by_setting[a]) & set(self.by_setting[b]))
         return paired_difference(
-            [100 * value(self.by_setting[a][s]) for s in seeds],
-            [100 * value(self.by_setting[b][s]) for s in seeds],
+            [scale * value(self.by_setting[a][s]) for s in seeds],
+            [scale * value(self.by_setting[b][s]) for s in seeds],
         )
 
     def per_run(self, setting: str, value: Callable[[dict], float], scale: float) -> Interval:
@@ -289,24 +292,58 @@ def plot_decisions(tiny: Runs, trap: Runs, path: Path) -> Path:
     return path
 
 
+def multi_hop_rise(runs: Runs, setting: str) -> Interval:
+    """How far the setting's held-out multi-hop EM rose from the warm start's by its last
+    tracked iteration (points, mean over seeds)."""
+    start = runs.meta["warm_start_held_out_multi_hop_em"]
+    last = RUN_SUMMARY["held_out_multi_hop_em_last"]
+    return runs.per_run(setting, lambda r: last(r) - start, 100)
+
+
+def judge_follow_up(long: Runs) -> Prediction:
+    """P5 (the 40-iteration follow-up): under ``rexrag`` or ``masked`` the multi-hop EM
+    rises by 5 or more and the self-doubt rise exceeds GRPO's (paired); under GRPO the
+    multi-hop EM rises by < 5."""
+    parts, learners = [], []
+    for setting in ("rexrag", "masked"):
+        rise = multi_hop_rise(long, setting)
+        doubt = long.difference(setting, "grpo", self_doubt_rise, scale=1.0)
+        pair = [
+            Part(f"{setting}: multi-hop EM rises ≥ 5", long.name, rise, at_least(rise, 5.0)),
+            Part(f"self-doubt rise, {setting} − GRPO", long.name, doubt, rises(doubt)),
+        ]
+        parts += pair
+        learners.append(all_of([part.outcome for part in pair]))
+    grpo = multi_hop_rise(long, "grpo")
+    parts.append(Part("GRPO: multi-hop EM rises < 5", long.name, grpo, below(grpo, 5.0)))
+    return Prediction(parts, all_of([any_of(learners), parts[-1].outcome]))
+
+
+def print_prediction(name: str, prediction: Prediction) -> None:
+    for part in prediction.parts:
+        digits = 3 if "self-doubt" in part.claim else 1
+        print(
+            f"| {name} | {part.claim} | {part.source} | {part.interval.n} "
+            f"| {part.interval.format(digits=digits)} | {part.outcome} |"
+        )
+    print(f"| **{name}** | | | | | **{prediction.outcome}** |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", required=True, type=Path, help="tiny-synthwiki's decision")
     parser.add_argument("--trap", required=True, type=Path, help="the trap's decision")
     parser.add_argument("--trap-screen", required=True, type=Path, help="the trap's screen")
+    parser.add_argument("--long", type=Path, help="the 40-iteration follow-up (P5)")
     parser.add_argument("--figure", type=Path, help="also draw the README's figure here")
     args = parser.parse_args()
     trap_screen = Runs(args.trap_screen)
     print(f"the trap screen's best REX-RAG setting: {trap_screen.best()}\n")
     print("| prediction | part | runs | seeds | 95% CI | outcome |\n|---|---|---|---:|---:|---|")
     for name, prediction in judge(Runs(args.tiny), Runs(args.trap), trap_screen).items():
-        for part in prediction.parts:
-            digits = 3 if "self-doubt" in part.claim else 1
-            print(
-                f"| {name} | {part.claim} | {part.source} | {part.interval.n} "
-                f"| {part.interval.format(digits=digits)} | {part.outcome} |"
-            )
-        print(f"| **{name}** | | | | | **{prediction.outcome}** |")
+        print_prediction(name, prediction)
+    if args.long:
+        print_prediction("P5", judge_follow_up(Runs(args.long)))
     if args.figure:
         print(f"\nfigure: {plot_decisions(Runs(args.tiny), Runs(args.trap), args.figure)}")
 

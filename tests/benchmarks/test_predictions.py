@@ -108,3 +108,15 @@ def test_a_held_out_curve_starts_at_the_warm_start():
     )
     assert list(curve) == [0, 3, 6, 9, 10] and curve[0] == 0.0
     assert curve[10] == pytest.approx(55.9, abs=0.05)  # the screen's table
+
+
+def test_the_follow_up_judged_on_the_trap_screen():
+    """The trap screen stands in for the 40-iteration follow-up (P5): after 10 iterations
+    no setting's multi-hop EM has risen, though rexrag's originals doubt more than GRPO's."""
+    trap = predictions.Runs(SCREEN.parent / "screen-tiny-synthwiki-trap")
+    judged = predictions.judge_follow_up(trap)
+    outcomes = {part.claim: part.outcome for part in judged.parts}
+    assert outcomes["rexrag: multi-hop EM rises ≥ 5"] == REFUTED
+    assert outcomes["self-doubt rise, rexrag − GRPO"] == CONFIRMED
+    assert outcomes["GRPO: multi-hop EM rises < 5"] == CONFIRMED
+    assert judged.outcome == REFUTED
