@@ -468,6 +468,12 @@ def print_every_run(groups: dict[str, list[dict]], meta: dict) -> None:
     start = 100 * meta["warm_start_test_em"]
     seeds = sorted({r["seed"] for group in groups.values() for r in group})
     by_seed = {key: {r["seed"]: 100 * r["test_em"] for r in group} for key, group in groups.items()}
+    failed = [
+        (key, seed)
+        for key in groups
+        for seed, em in by_seed[key].items()
+        if em < start + LEARNED_MARGIN
+    ]
     print(
         f"\n| final test EM per run (warm start {start:.1f}) | "
         + " | ".join(groups)
@@ -478,19 +484,14 @@ def print_every_run(groups: dict[str, list[dict]], meta: dict) -> None:
         cells = []
         for key in groups:
             em = by_seed[key].get(seed)
-            mark = " †" if em is not None and em < start + LEARNED_MARGIN else ""
+            mark = " †" if (key, seed) in failed else ""
             cells.append("-" if em is None else f"{em:.1f}{mark}")
         print(f"| seed {seed} | " + " | ".join(cells) + " |")
-    failed = [
-        f"{key} seed {seed}"
-        for key in groups
-        for seed, em in by_seed[key].items()
-        if em < start + LEARNED_MARGIN
-    ]
+    names = ", ".join(f"{key} seed {seed}" for key, seed in failed)
     print(
         f"(† did not learn: within {LEARNED_MARGIN:.0f} points of the warm start; "
         f"{len(failed)} of {sum(map(len, by_seed.values()))} runs"
-        + (f": {', '.join(failed)})" if failed else ")")
+        + (f": {names})" if failed else ")")
     )
 
 
@@ -506,14 +507,25 @@ def print_credit(summary: dict[str, list[dict]]) -> None:
         + "---:|" * len(CREDIT_COMPONENTS)
     )
     for key, rows in summary.items():
-        cells = [
-            f"{np.nanmean([row[f'credit_{c}_share'] for row in rows]):.3f}"
-            if not np.isnan([row[f"credit_{c}_share"] for row in rows]).all()
-            else "-"
-            for c in CREDIT_COMPONENTS
-        ]
+        cells = []
+        for component in CREDIT_COMPONENTS:
+            shares = [row[f"credit_{component}_share"] for row in rows]
+            cells.append("-" if np.isnan(shares).all() else f"{np.nanmean(shares):.3f}")
         rescued = np.nanmean([row["rescued_groups"] for row in rows])
         print(f"| {SETTINGS[key][0]} | {rescued:.2f} | " + " | ".join(cells) + " |")
+
+
+def held_out_curve(
+    runs: list[dict], meta: dict, tracked: str = "tracked", start: str = "warm_start_held_out_em"
+) -> dict[int, float]:
+    """Greedy held-out EM (0-1) from the warm start's (iteration 0, ``meta[start]``)
+    through every iteration tracked in all ``runs`` (``run[tracked]``: all questions, or
+    ``tracked_multi_hop``), the mean over the runs."""
+    iterations = sorted(set.intersection(*(set(r[tracked]) for r in runs)))
+    return {
+        0: meta[start],
+        **{i: float(np.mean([r[tracked][i] for r in runs])) for i in iterations},
+    }
 
 
 def plot_curves(groups: dict[str, list[dict]], meta: dict, path: Path) -> Path:
@@ -524,16 +536,7 @@ def plot_curves(groups: dict[str, list[dict]], meta: dict, path: Path) -> Path:
     def mean_of(group, values):
         return np.mean([values(record) for record in group], axis=0)
 
-    held_out = {}
-    for key, group in groups.items():
-        iterations = sorted(group[0]["tracked"])
-        curve = mean_of(
-            group, lambda r, iterations=iterations: [r["tracked"][i] for i in iterations]
-        )
-        held_out[SETTINGS[key][0]] = {
-            0: meta["warm_start_held_out_em"],
-            **dict(zip(iterations, curve, strict=True)),
-        }
+    held_out = {SETTINGS[key][0]: held_out_curve(group, meta) for key, group in groups.items()}
     panels = [("held-out greedy EM (mean over seeds)", held_out)]
     for title, metric in (
         ("dead-end fraction (mean over seeds)", "dead_end_fraction_before_probing"),

@@ -23,13 +23,19 @@ from pathlib import Path
 import numpy as np
 
 from agents.analysis.paired_stats import Interval, mean_interval, paired_difference
-from benchmarks.dead_ends import RUN_SUMMARY, SETTINGS, load_runs
+from benchmarks.dead_ends import (
+    DECIDED_HALF_WIDTH,
+    RUN_SUMMARY,
+    SETTINGS,
+    held_out_curve,
+    load_runs,
+)
 
 CONFIRMED, REFUTED, UNDECIDED = "confirmed", "refuted", "undecided"
 #: The settings "the best REX-RAG setting" is chosen from (the official one is ``rexrag``).
 REX_RAG_SETTINGS = ("rexrag", "masked", "group_only", "sequence")
 #: EM points within which two settings are level (``dead_ends.py``'s "decided" margin).
-LEVEL = 3.0
+LEVEL = DECIDED_HALF_WIDTH
 
 
 def at_least(interval: Interval, bound: float) -> str:
@@ -136,16 +142,20 @@ class Runs:
         return mean_interval([scale * value(r) for r in self.by_setting[setting].values()])
 
 
-def test_em(run: dict) -> float:
-    return run["test_em"]
+test_em = RUN_SUMMARY["test_em"]
+self_doubt_rise = RUN_SUMMARY["self_doubt_rise"]
+
+
+def multi_hop_rise(runs: Runs, setting: str) -> Interval:
+    """How far the setting's held-out multi-hop EM rose from the warm start's by its last
+    tracked iteration (points, mean over seeds)."""
+    start = runs.meta["warm_start_held_out_multi_hop_em"]
+    last = RUN_SUMMARY["held_out_multi_hop_em_last"]
+    return runs.per_run(setting, lambda r: last(r) - start, 100)
 
 
 def held_out_em_at_3(run: dict) -> float:
     return run["tracked"][3]
-
-
-def self_doubt_rise(run: dict) -> float:
-    return RUN_SUMMARY["self_doubt_rise"](run)
 
 
 def judge(tiny: Runs, trap: Runs, trap_screen: Runs) -> dict[str, Prediction]:
@@ -166,10 +176,7 @@ def judge(tiny: Runs, trap: Runs, trap_screen: Runs) -> dict[str, Prediction]:
         Part("group_only ends ≥ GRPO, final test EM", tiny.name, level, not_below(level)),
     ]
 
-    start = trap.meta["warm_start_held_out_multi_hop_em"]
-    stuck = trap.per_run(
-        "grpo", lambda r: RUN_SUMMARY["held_out_multi_hop_em_last"](r) - start, 100
-    )
+    stuck = multi_hop_rise(trap, "grpo")
     over_grpo = trap.difference(best, "grpo", test_em)
     p2 = [
         Part(
@@ -224,15 +231,10 @@ def judge(tiny: Runs, trap: Runs, trap_screen: Runs) -> dict[str, Prediction]:
     }
 
 
-def held_out_curve(runs: Runs, setting: str, tracked: str, start: str) -> dict[int, float]:
-    """Greedy EM (points) on the held-out set from the warm start (iteration 0) through
-    every iteration tracked in all the setting's runs, the mean over its seeds."""
-    by_seed = runs.by_setting[setting].values()
-    iterations = sorted(set.intersection(*(set(r[tracked]) for r in by_seed)))
-    return {
-        0: 100 * runs.meta[start],
-        **{i: 100 * float(np.mean([r[tracked][i] for r in by_seed])) for i in iterations},
-    }
+def held_out_points(runs: Runs, setting: str, tracked: str, start: str) -> dict[int, float]:
+    """:func:`dead_ends.held_out_curve` of the setting's runs, in EM points."""
+    curve = held_out_curve(list(runs.by_setting[setting].values()), runs.meta, tracked, start)
+    return {i: 100 * em for i, em in curve.items()}
 
 
 def plot_decisions(tiny: Runs, trap: Runs, path: Path) -> Path:
@@ -259,7 +261,7 @@ def plot_decisions(tiny: Runs, trap: Runs, path: Path) -> Path:
     figure, axes = plt.subplots(1, len(panels), figsize=(12, 3.8))
     for axis, (title, runs, tracked, start) in zip(axes, panels, strict=True):
         for setting in runs.by_setting:
-            curve = held_out_curve(runs, setting, tracked, start)
+            curve = held_out_points(runs, setting, tracked, start)
             axis.plot(
                 list(curve),
                 list(curve.values()),
@@ -290,14 +292,6 @@ def plot_decisions(tiny: Runs, trap: Runs, path: Path) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
-
-
-def multi_hop_rise(runs: Runs, setting: str) -> Interval:
-    """How far the setting's held-out multi-hop EM rose from the warm start's by its last
-    tracked iteration (points, mean over seeds)."""
-    start = runs.meta["warm_start_held_out_multi_hop_em"]
-    last = RUN_SUMMARY["held_out_multi_hop_em_last"]
-    return runs.per_run(setting, lambda r: last(r) - start, 100)
 
 
 def judge_follow_up(long: Runs) -> Prediction:
@@ -337,15 +331,15 @@ def main() -> None:
     parser.add_argument("--long", type=Path, help="the 40-iteration follow-up (P5)")
     parser.add_argument("--figure", type=Path, help="also draw the README's figure here")
     args = parser.parse_args()
-    trap_screen = Runs(args.trap_screen)
+    tiny, trap, trap_screen = Runs(args.tiny), Runs(args.trap), Runs(args.trap_screen)
     print(f"the trap screen's best REX-RAG setting: {trap_screen.best()}\n")
     print("| prediction | part | runs | seeds | 95% CI | outcome |\n|---|---|---|---:|---:|---|")
-    for name, prediction in judge(Runs(args.tiny), Runs(args.trap), trap_screen).items():
+    for name, prediction in judge(tiny, trap, trap_screen).items():
         print_prediction(name, prediction)
     if args.long:
         print_prediction("P5", judge_follow_up(Runs(args.long)))
     if args.figure:
-        print(f"\nfigure: {plot_decisions(Runs(args.tiny), Runs(args.trap), args.figure)}")
+        print(f"\nfigure: {plot_decisions(tiny, trap, args.figure)}")
 
 
 if __name__ == "__main__":

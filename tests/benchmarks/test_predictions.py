@@ -103,7 +103,7 @@ def test_the_screen_judged_as_if_it_were_both_decisions(monkeypatch, capsys, tmp
 
 
 def test_a_held_out_curve_starts_at_the_warm_start():
-    curve = predictions.held_out_curve(
+    curve = predictions.held_out_points(
         predictions.Runs(SCREEN), "grpo", "tracked_multi_hop", "warm_start_held_out_multi_hop_em"
     )
     assert list(curve) == [0, 3, 6, 9, 10] and curve[0] == 0.0
