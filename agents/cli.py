@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from agents import WARM_START_ALIASES
 from rexrag_env.embedded import EMBEDDED_DATASETS as EMBEDDED_DATASET_NAMES
 from rexrag_env.protocol import DEFAULT_RETRIEVER, DEFAULT_TOPK
 
@@ -99,6 +100,31 @@ def _open_index(args: argparse.Namespace):
     if not os.path.exists(args.index):
         raise ValueError(f"--trust-index goes with an index path; {args.index!r} is none")
     return load_retriever(args.index, args.corpus, args.encoder, trust_index=True)
+
+
+def _add_trust_index_command(commands) -> None:
+    parser = commands.add_parser(
+        "trust-index",
+        help="sign an index someone else built with your rexrag key, once you trust it",
+    )
+    parser.add_argument("index", help="rexrag index directory (holding rexrag_index.json)")
+    parser.add_argument(
+        "--corpus",
+        help="this machine's copy of the JSONL corpus it was built on, if not where its "
+        "manifest says (the passage count is checked)",
+    )
+    parser.set_defaults(run=_run_trust_index)
+
+
+def _run_trust_index(args: argparse.Namespace) -> int:
+    from rexrag_env.retrieval.index import trust_index
+
+    meta = trust_index(args.index, args.corpus)
+    print(
+        f"signed {args.index}: a {meta['kind']} index over {meta['num_passages']} passages "
+        f"of {meta['corpus']}; rexrag train/eval/tune/search/serve now open it"
+    )
+    return 0
 
 
 def _add_search_command(commands) -> None:
@@ -493,8 +519,8 @@ def _add_sft_command(commands) -> None:
     parser.add_argument(
         "--recipe",
         default="tiny-synthwiki",
-        help="registered warm start whose recipe to run (tiny-synthwiki, smollm2-synthwiki, "
-        "smollm2-realqa); the options below override its fields",
+        help=f"registered warm start whose recipe to run ({', '.join(WARM_START_ALIASES)}); "
+        "the options below override its fields",
     )
     parser.add_argument("--model", help="alias, hub name or path to start from (recipe: base)")
     parser.add_argument("--dataset", help="questions to demonstrate (default: the recipe's)")
@@ -745,6 +771,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tune_command(commands)
     _add_eval_command(commands)
     _add_index_command(commands)
+    _add_trust_index_command(commands)
     _add_search_command(commands)
     _add_serve_command(commands)
     return parser

@@ -13,9 +13,10 @@ corpus normally lives outside its index), so it is signed like a checkpoint
 (:mod:`rexrag_env.signing`): its fields and the digests of the index's settings files
 (``*.json``: tokenizer vocabulary, encoder) carry an HMAC with this user's key, and
 :func:`load_retriever` refuses an index whose manifest was edited or written by
-someone else unless ``trust_index`` (``--trust-index``). The large arrays (the BM25
-matrix, the FAISS index) are not hashed at every load (tens of GB at wiki-18 scale);
-they are read as numbers, never unpickled.
+someone else unless ``trust_index`` (``--trust-index``), or until the user vouches for
+it once with :func:`trust_index` (``rexrag trust-index``), which signs it. The large
+arrays (the BM25 matrix, the FAISS index) are not hashed at every load (tens of GB at
+wiki-18 scale); they are read as numbers, never unpickled.
 
 ``build_index`` replaces only an empty directory or an index (a directory holding
 ``rexrag_index.json``), never anything else.
@@ -52,6 +53,8 @@ _BM25S_PARAMS_FILE = "params.index.json"
 _BM25S_CORPUS_FILE = "corpus.jsonl"
 #: The ``rexrag search``/``serve`` flag that opens an index whose manifest fails its check.
 TRUST_FLAG = "--trust-index"
+#: The command that signs such an index for this user (:func:`trust_index`).
+TRUST_COMMAND = "rexrag trust-index"
 #: The field of :data:`META_FILE` that holds its HMAC.
 _SIGNATURE_FIELD = "signature"
 
@@ -193,8 +196,47 @@ def check_index(directory: Path, meta: dict[str, Any]) -> None:
         raise UntrustedIndexError(
             f"refusing to open index {directory}: {error}. Its {META_FILE} decides which "
             f"corpus file is read and served (it names {meta.get('corpus')}); rebuild the "
-            f"index with `rexrag index --overwrite`, or pass {TRUST_FLAG} if you trust it"
+            f"index with `rexrag index --overwrite`, or if you trust it sign it for yourself "
+            f"with `{TRUST_COMMAND} {directory}` (for rexrag train/eval/tune too), or open it "
+            f"once with `rexrag search/serve {TRUST_FLAG}`"
         ) from error
+
+
+def trust_index(index_dir: str | Path, corpus_path: str | Path | None = None) -> dict[str, Any]:
+    """Sign a rexrag index someone else built (or an older rexrag left unsigned) with this
+    user's key, once they vouch for it, so that every command opens it (``rexrag train``,
+    ``eval`` and ``tune`` take an index only through their config: no per-run flag).
+
+    ``corpus_path`` re-points the manifest at this machine's copy of the corpus (an index
+    from elsewhere names a path on the machine that built it); the passage count is
+    checked against it first. Only the manifest is rewritten, atomically; the manifest it
+    signs is returned (what the user is trusting: which backend, which corpus).
+    """
+    directory = Path(index_dir)
+    if index_format(directory) != "rexrag":
+        raise RetrievalError(
+            f"{directory} is not a rexrag index directory (no {META_FILE}): bm25s directories "
+            "and FAISS files have no manifest to sign, their corpus is what you pass"
+        )
+    meta = read_index_meta(directory)
+    if (
+        not isinstance(meta, dict)
+        or meta.get("kind") not in RETRIEVER_KINDS
+        or not isinstance(meta.get("corpus"), str)
+        or not isinstance(meta.get("num_passages"), int)
+    ):
+        raise RetrievalError(
+            f"{directory / META_FILE} is not the manifest of a rexrag index (a kind of "
+            f"{RETRIEVER_KINDS}, a corpus path, a passage count): rebuild the index"
+        )
+    corpus = _recorded_corpus(directory, meta, corpus_path)
+    meta = {name: value for name, value in meta.items() if name != _SIGNATURE_FIELD}
+    meta["corpus"] = str(corpus.source.resolve())
+    meta[_SIGNATURE_FIELD] = sign(_signed_part(directory, meta))
+    staged = directory / f".{META_FILE}.new"
+    staged.write_text(json.dumps(meta, indent=2))
+    os.replace(staged, directory / META_FILE)
+    return meta
 
 
 def read_index_meta(index_dir: str | Path) -> dict[str, Any]:

@@ -135,3 +135,66 @@ def test_serve_prints_the_corpus_it_serves_and_health_does_not(
     assert main(["serve", "--index", str(index_dir)]) == 0
     assert f"of {hotpot_slice.resolve()}" in capsys.readouterr().out
     assert len(served["args"]) == 3  # retriever, host, port: no description for /health
+
+
+def foreign_copy(index_dir, tmp_path, **edits):
+    """``index_dir`` as it arrives from another machine: unsigned, its corpus elsewhere."""
+    foreign = tmp_path / "foreign"
+    shutil.copytree(index_dir, foreign)
+    meta = json.loads((foreign / META_FILE).read_text())
+    del meta["signature"]
+    meta.update({"corpus": "/their/machine/wiki.jsonl", **edits})
+    (foreign / META_FILE).write_text(json.dumps(meta))
+    return foreign
+
+
+def test_an_index_from_elsewhere_is_signed_once_then_opens_in_eval(
+    index_dir, tmp_path, hotpot_slice, capsys
+):
+    """`rexrag eval`/`train`/`tune` take an index only through --retriever or a config, so
+    the user vouches once with `rexrag trust-index`, which also moves its corpus here."""
+    foreign = foreign_copy(index_dir, tmp_path)
+    evaluation = ["eval", "--agent", "search-once", "--retriever", str(foreign)]
+    evaluation += ["--datasets", "bamboogle", "--limit", "1", "--out", str(tmp_path / "eval")]
+    assert main(evaluation) == 2
+    err = capsys.readouterr().err
+    assert "unsigned" in err and f"rexrag trust-index {foreign}" in err
+
+    assert main(["trust-index", str(foreign)]) == 2  # its corpus is not on this machine
+    assert "/their/machine/wiki.jsonl, which does not exist here" in capsys.readouterr().err
+    assert main(["trust-index", str(foreign), "--corpus", str(hotpot_slice)]) == 0
+    passages = len(hotpot_slice.read_text().splitlines())
+    assert f"over {passages} passages of {hotpot_slice.resolve()}" in capsys.readouterr().out
+    assert load_retriever(foreign).search(["Neil Peart"], 1)[0]
+    assert main(evaluation) == 0
+
+
+def test_trust_index_checks_the_corpus_and_changes_nothing_when_refused(
+    index_dir, tmp_path, hotpot_slice, capsys
+):
+    foreign = foreign_copy(index_dir, tmp_path)
+    before = (foreign / META_FILE).read_text()
+    shorter = tmp_path / "shorter.jsonl"
+    shorter.write_text("".join(hotpot_slice.read_text().splitlines(keepends=True)[:-1]))
+    assert main(["trust-index", str(foreign), "--corpus", str(shorter)]) == 2
+    passages = len(hotpot_slice.read_text().splitlines())
+    assert f"was built on a corpus of {passages} passages but" in capsys.readouterr().err
+    assert (foreign / META_FILE).read_text() == before
+    assert sorted(p.name for p in foreign.iterdir()) == sorted(p.name for p in index_dir.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        (None, "not a rexrag index"),
+        ([1, 2], "not the manifest of a rexrag index"),
+        ({"kind": "pickle", "corpus": "x", "num_passages": 1}, "not the manifest"),
+    ],
+)
+def test_trust_index_refuses_what_is_not_a_rexrag_index(tmp_path, manifest, message, capsys):
+    directory = tmp_path / "directory"
+    directory.mkdir()
+    if manifest is not None:
+        (directory / META_FILE).write_text(json.dumps(manifest))
+    assert main(["trust-index", str(directory)]) == 2
+    assert message in capsys.readouterr().err
