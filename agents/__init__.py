@@ -15,6 +15,7 @@ WARM_START_ALIASES = (
     "tiny-synthwiki",
     "tiny-synthwiki-trap",
     "smollm2-synthwiki",
+    "smollm2-synthwiki-trap",
     "smollm2-realqa",
 )
 

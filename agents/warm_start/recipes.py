@@ -22,6 +22,10 @@ WARM_STARTS: dict[str, WarmStartRecipe] = {
     "smollm2-synthwiki": SynthWikiWarmStart(
         base="smollm2-135m", steps=40, lr=1e-4, batch_size=8, repeats=1
     ),
+    # the trap's demonstrations for a pretrained LM, which reads the pool's English already
+    "smollm2-synthwiki-trap": SynthWikiTrapWarmStart(
+        base="smollm2-135m", steps=40, lr=1e-4, batch_size=8, repeats=1
+    ),
     # search, read, answer with a span on real NQ + HotpotQA training questions
     "smollm2-realqa": RealQAWarmStart(),
 }

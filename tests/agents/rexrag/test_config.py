@@ -125,6 +125,7 @@ def test_presets_load_and_validate():
         "qwen2.5-7b-search-r1",
         "smollm2-cpu",
         "smollm2-realqa",
+        "smollm2-synthwiki-trap",
         "tiny-cpu",
         "tiny-sanity",
         "tiny-synthwiki",
@@ -134,6 +135,11 @@ def test_presets_load_and_validate():
     trap = RexRagConfig.from_yaml("tiny-synthwiki-trap")
     default = RexRagConfig.from_yaml("tiny-synthwiki")
     differing = {k for k, v in trap.to_yaml_dict().items() if v != getattr(default, k)}
+    assert differing == {"llm", "max_new_tokens_per_turn"}
+    # so is SmolLM2's trap, to smollm2-cpu
+    smollm2_trap = RexRagConfig.from_yaml("smollm2-synthwiki-trap")
+    smollm2 = RexRagConfig.from_yaml("smollm2-cpu")
+    differing = {k for k, v in smollm2_trap.to_yaml_dict().items() if v != getattr(smollm2, k)}
     assert differing == {"llm", "max_new_tokens_per_turn"}
     sanity = RexRagConfig.from_yaml("tiny-sanity")  # base: tiny-cpu, then its own fields
     assert (sanity.llm, sanity.group_size, sanity.dataset) == ("tiny-sanity", 4, "tiny-sanity")
@@ -171,6 +177,8 @@ def test_warm_started_presets_match_the_warm_start_they_train():
     for name, alias, eval_dataset in (
         ("tiny-synthwiki", "tiny-synthwiki", "synthwiki/test"),
         ("smollm2-cpu", "smollm2-synthwiki", "synthwiki/test"),  # base tiny-synthwiki
+        ("tiny-synthwiki-trap", "tiny-synthwiki-trap", "synthwiki/test"),
+        ("smollm2-synthwiki-trap", "smollm2-synthwiki-trap", "synthwiki/test"),
         ("smollm2-realqa", "smollm2-realqa", "heldout/hotpotqa"),
     ):
         config = RexRagConfig.from_yaml(name)
