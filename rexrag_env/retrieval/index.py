@@ -233,9 +233,15 @@ def trust_index(index_dir: str | Path, corpus_path: str | Path | None = None) ->
     meta = {name: value for name, value in meta.items() if name != _SIGNATURE_FIELD}
     meta["corpus"] = str(corpus.source.resolve())
     meta[_SIGNATURE_FIELD] = sign(_signed_part(directory, meta))
-    staged = directory / f".{META_FILE}.new"
-    staged.write_text(json.dumps(meta, indent=2))
-    os.replace(staged, directory / META_FILE)
+    # a fresh name, created exclusively: the directory is someone else's, and a fixed
+    # staging name could be a link planted to overwrite one of this user's files
+    handle, staged = tempfile.mkstemp(prefix=f".{META_FILE}.", suffix=".new", dir=directory)
+    try:
+        with os.fdopen(handle, "w") as staging:
+            staging.write(json.dumps(meta, indent=2))
+        os.replace(staged, directory / META_FILE)
+    finally:
+        Path(staged).unlink(missing_ok=True)
     return meta
 
 

@@ -137,13 +137,13 @@ def test_serve_prints_the_corpus_it_serves_and_health_does_not(
     assert len(served["args"]) == 3  # retriever, host, port: no description for /health
 
 
-def foreign_copy(index_dir, tmp_path, **edits):
+def foreign_copy(index_dir, tmp_path):
     """``index_dir`` as it arrives from another machine: unsigned, its corpus elsewhere."""
     foreign = tmp_path / "foreign"
     shutil.copytree(index_dir, foreign)
     meta = json.loads((foreign / META_FILE).read_text())
     del meta["signature"]
-    meta.update({"corpus": "/their/machine/wiki.jsonl", **edits})
+    meta["corpus"] = "/their/machine/wiki.jsonl"
     (foreign / META_FILE).write_text(json.dumps(meta))
     return foreign
 
@@ -198,3 +198,18 @@ def test_trust_index_refuses_what_is_not_a_rexrag_index(tmp_path, manifest, mess
         (directory / META_FILE).write_text(json.dumps(manifest))
     assert main(["trust-index", str(directory)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_trust_index_writes_through_no_link_the_index_planted(index_dir, tmp_path, hotpot_slice):
+    """The index is someone else's directory: a link there named like a staging file
+    must not make rexrag overwrite a file of this user's."""
+    foreign = foreign_copy(index_dir, tmp_path)
+    mine = tmp_path / "mine.txt"
+    mine.write_text("my notes")
+    for name in (f".{META_FILE}.new", f".{META_FILE}.tmp", f".{META_FILE}.partial"):
+        (foreign / name).symlink_to(mine)
+    assert main(["trust-index", str(foreign), "--corpus", str(hotpot_slice)]) == 0
+    assert mine.read_text() == "my notes"
+    assert load_retriever(foreign).search(["Neil Peart"], 1)[0]
+    leftovers = {p.name for p in foreign.iterdir()} - {p.name for p in index_dir.iterdir()}
+    assert leftovers == {f".{META_FILE}.new", f".{META_FILE}.tmp", f".{META_FILE}.partial"}
