@@ -7,8 +7,9 @@
 its "best REX-RAG setting", and holds ``masked``'s trap runs when the decision does
 not); ``--long``: the 40-iteration follow-up at the trap (P5, exploratory). Prints
 each prediction's parts with their 95% intervals (paired by seed, Student-t, EM
-points), the rule that judges each and the outcome: confirmed, refuted or undecided.
-The rules were written into docs/results.md before any decision run's outcome was
+points), the rule that judges each and the outcome: confirmed, refuted or undecided;
+then the default ``probe_credit`` that item 6's rule chooses, with the parts it rests
+on. The rules were written into docs/results.md before any decision run's outcome was
 seen; they are the functions below.
 """
 
@@ -106,6 +107,8 @@ class Part:
 
 @dataclass(frozen=True)
 class Prediction:
+    """Judged parts and what they add up to: an outcome, or the default they choose."""
+
     parts: list[Part]
     outcome: str
 
@@ -231,6 +234,41 @@ def judge(tiny: Runs, trap: Runs, trap_screen: Runs) -> dict[str, Prediction]:
     }
 
 
+def probe_credit_rule(tiny: Runs, trap: Runs) -> tuple[str, list[Part]]:
+    """The rule that chooses ``RexRagSettings.probe_credit`` (item 6), written into
+    docs/results.md before any decision outcome was seen: ``group_only`` when
+    ``group_only − copy`` is no worse than level at both presets on final test EM and
+    better (interval above 0) at one of them on final test EM or on held-out EM at
+    iteration 3; ``copy`` (the official behaviour) otherwise. Returns the choice and the
+    parts it rests on."""
+    no_worse, better = [], []
+    for runs in (tiny, trap):
+        final = runs.difference("group_only", "rexrag", test_em)
+        early = runs.difference("group_only", "rexrag", held_out_em_at_3)
+        no_worse.append(
+            Part(
+                "group_only − copy no worse than level, final test EM",
+                runs.name,
+                final,
+                not_below(final),
+            )
+        )
+        better += [
+            Part("group_only − copy above 0, final test EM", runs.name, final, rises(final)),
+            Part(
+                "group_only − copy above 0, held-out EM at iteration 3",
+                runs.name,
+                early,
+                rises(early),
+            ),
+        ]
+    chosen = (
+        all_of([p.outcome for p in no_worse]) == CONFIRMED
+        and any_of([p.outcome for p in better]) == CONFIRMED
+    )
+    return ("group_only" if chosen else "copy"), no_worse + better
+
+
 def held_out_points(runs: Runs, setting: str, tracked: str, start: str) -> dict[int, float]:
     """:func:`dead_ends.held_out_curve` of the setting's runs, in EM points."""
     curve = held_out_curve(list(runs.by_setting[setting].values()), runs.meta, tracked, start)
@@ -336,6 +374,8 @@ def main() -> None:
     print("| prediction | part | runs | seeds | 95% CI | outcome |\n|---|---|---|---:|---:|---|")
     for name, prediction in judge(tiny, trap, trap_screen).items():
         print_prediction(name, prediction)
+    choice, parts = probe_credit_rule(tiny, trap)
+    print_prediction("default probe_credit", Prediction(parts, choice))
     if args.long:
         print_prediction("P5", judge_follow_up(Runs(args.long)))
     if args.figure:

@@ -120,3 +120,36 @@ def test_the_follow_up_judged_on_the_trap_screen():
     assert outcomes["self-doubt rise, rexrag − GRPO"] == CONFIRMED
     assert outcomes["GRPO: multi-hop EM rises < 5"] == CONFIRMED
     assert judged.outcome == REFUTED
+
+
+def test_the_default_rule_keeps_copy_on_the_screens():
+    """On the screens standing in for the decisions, group_only − copy's final test EM
+    interval at tiny-synthwiki reaches below level (+5.2 [-4.0, +14.4]), so the rule keeps
+    the official copy, whatever the early lead (+11.9 at iteration 3, above 0)."""
+    tiny = predictions.Runs(SCREEN)
+    trap = predictions.Runs(SCREEN.parent / "screen-tiny-synthwiki-trap")
+    choice, parts = predictions.probe_credit_rule(tiny, trap)
+    assert choice == "copy"
+    outcomes = {(part.source, part.claim): part.outcome for part in parts}
+    assert (
+        outcomes[(tiny.name, "group_only − copy no worse than level, final test EM")] == UNDECIDED
+    )
+    assert (
+        outcomes[(trap.name, "group_only − copy no worse than level, final test EM")] == CONFIRMED
+    )
+    assert (
+        outcomes[(tiny.name, "group_only − copy above 0, held-out EM at iteration 3")] == CONFIRMED
+    )
+
+
+def test_the_default_rule_chooses_group_only_when_level_at_both_and_ahead_at_one():
+    """With the tiny screen's masked runs standing in for copy, group_only is level with
+    it at both presets on final test EM and ahead at iteration 3 at tiny-synthwiki, so
+    the rule chooses group_only; at the trap alone (level, ahead nowhere) it would not."""
+    tiny = predictions.Runs(SCREEN)
+    tiny.by_setting["rexrag"] = tiny.by_setting["masked"]
+    trap = predictions.Runs(SCREEN.parent / "screen-tiny-synthwiki-trap")
+    choice, parts = predictions.probe_credit_rule(tiny, trap)
+    assert choice == "group_only"
+    assert all(p.outcome == CONFIRMED for p in parts if "no worse" in p.claim)
+    assert predictions.probe_credit_rule(trap, trap)[0] == "copy"
