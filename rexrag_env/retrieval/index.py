@@ -172,12 +172,20 @@ def save_index(retriever: Retriever, kind: str, directory: Path) -> None:
 
 
 def _signed_part(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """What an index's signature covers: its metadata and its settings files' digests."""
-    settings = {
-        path.name: file_digest(path)
-        for path in sorted(directory.glob("*.json"))
-        if path.name != META_FILE
-    }
+    """What an index's signature covers: its metadata and its settings files' digests.
+
+    A settings name that is a link or not a regular file is refused before it is read:
+    rexrag never writes those, and one planted in a foreign index (a link to /dev/zero,
+    a FIFO) would otherwise hang the check or the signing."""
+    settings = {}
+    for path in sorted(directory.glob("*.json")):
+        if path.name == META_FILE:
+            continue
+        if path.is_symlink() or not path.is_file():
+            raise UntrustedFileError(
+                f"{path} is a link or not a regular file; rexrag never writes those"
+            )
+        settings[path.name] = file_digest(path)
     fields = {name: value for name, value in meta.items() if name != _SIGNATURE_FIELD}
     return {**fields, "settings_files": settings}
 

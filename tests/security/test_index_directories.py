@@ -5,6 +5,7 @@ user's key signed it."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 
@@ -213,3 +214,36 @@ def test_trust_index_writes_through_no_link_the_index_planted(index_dir, tmp_pat
     assert load_retriever(foreign).search(["Neil Peart"], 1)[0]
     leftovers = {p.name for p in foreign.iterdir()} - {p.name for p in index_dir.iterdir()}
     assert leftovers == {f".{META_FILE}.new", f".{META_FILE}.tmp", f".{META_FILE}.partial"}
+
+
+def plant(directory, planted, tmp_path):
+    """A settings name in ``directory`` that is not a regular file of the index's."""
+    extra = directory / "extra_settings.json"
+    if planted == "fifo":
+        os.mkfifo(extra)
+    elif planted == "link to /dev/zero":
+        extra.symlink_to("/dev/zero")
+    else:
+        mine = tmp_path / "mine.json"
+        mine.write_text("{}")
+        extra.symlink_to(mine)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("planted", ["link to a file of mine", "link to /dev/zero", "fifo"])
+def test_a_settings_name_that_is_not_a_regular_file_is_refused_unread(
+    index_dir, tmp_path, hotpot_slice, planted, capsys
+):
+    """An index directory may be someone else's: a `*.json` there that is a link (to a
+    file of this user's, to /dev/zero) or a FIFO is refused before it is read, by
+    trust-index and by the check that opens an index, instead of being signed or hanging
+    the command."""
+    foreign = foreign_copy(index_dir, tmp_path)
+    plant(foreign, planted, tmp_path)
+    assert main(["trust-index", str(foreign), "--corpus", str(hotpot_slice)]) == 2
+    assert "is a link or not a regular file" in capsys.readouterr().err
+    signed = tmp_path / "signed"
+    shutil.copytree(index_dir, signed)
+    plant(signed, planted, tmp_path)
+    with pytest.raises(UntrustedIndexError, match="is a link or not a regular file"):
+        load_retriever(signed)
