@@ -56,12 +56,17 @@ import numpy as np
 from agents.analysis.paired_stats import Interval, mean_interval, paired_difference
 from agents.runs.provenance import stamp
 
-#: key -> (label, config overrides)
+#: key -> (label, config overrides). The REX-RAG settings name ``probe_credit`` (the
+#: official ``copy`` where the label does not say otherwise), so that each keeps the
+#: numbers it was measured with whatever ``RexRagSettings``' default is.
 SETTINGS = {
     "grpo": ("GRPO (probes off)", {"probes": False}),
-    "none": ("REX-RAG, correction none", {"correction": "none"}),
-    "rexrag": ("REX-RAG, correction rexrag", {"correction": "rexrag"}),
-    "sequence": ("REX-RAG, correction sequence", {"correction": "sequence"}),
+    "none": ("REX-RAG, correction none", {"correction": "none", "probe_credit": "copy"}),
+    "rexrag": ("REX-RAG, correction rexrag", {"correction": "rexrag", "probe_credit": "copy"}),
+    "sequence": (
+        "REX-RAG, correction sequence",
+        {"correction": "sequence", "probe_credit": "copy"},
+    ),
     "grpo_batch": (
         "GRPO, tied groups on the batch baseline",
         {"probes": False, "advantage_baseline": "group_or_batch"},

@@ -4,8 +4,9 @@ The algorithm only, laid out like RLlib's ``algorithms/ppo/``. Its modules, in t
 order one iteration's data flows (this is the package's map; docs/development.md maps
 the rest):
 
-0. ``settings.py`` — every knob (:class:`RexRagSettings`, official defaults), the values
-   each may take and their checks, presets (``presets/*.yaml``);
+0. ``settings.py`` — every knob (:class:`RexRagSettings`, official defaults but
+   ``probe_credit``), the values each may take and their checks, presets
+   (``presets/*.yaml``);
    ``env_settings.py`` reads ``config.environment(env, env_config)`` into them.
 1. ``rexrag.py`` — :class:`RexRagConfig` (RLlib's config class with those fields) and
    :meth:`RexRag.training_step`, the table of contents: it draws the questions and

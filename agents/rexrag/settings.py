@@ -49,7 +49,9 @@ KEEP_RATIO_WHEN_NONE_KEPT = ("decay", "hold")
 @dataclass
 class RexRagSettings:
     """The REX-RAG-specific fields of :class:`RexRagConfig`, with the official defaults
-    (spec §5.1). Each field's comment is its documentation."""
+    (spec §5.1) but one: ``probe_credit`` is ``group_only``, which issue 28's
+    pre-registered experiment chose over the official ``copy`` (docs/results.md). Each
+    field's comment is its documentation."""
 
     #: The policy: a model alias (``tiny``, ``smollm2-135m``, …), hub name or
     #: ``save_pretrained`` directory (spec §5.1: ``Qwen/Qwen2.5-3B``, the base model).
@@ -107,11 +109,14 @@ class RexRagSettings:
     correction: str = "rexrag"
     #: Truncation of the ``sequence`` correction's weight.
     sequence_weight_cap: float = 2.0
-    #: Which of a probe's tokens carry loss (:mod:`agents.rexrag.credit`): ``copy``
-    #: (official: all of them, the prefix copied from its parent included), ``masked``
-    #: (not the copied prefix) or ``group_only`` (none: probes count only in their
-    #: group's advantage statistics). docs/credit.md says what each estimates.
-    probe_credit: str = "copy"
+    #: Which of a probe's tokens carry loss (:mod:`agents.rexrag.credit`): ``group_only``
+    #: (none: probes count only in their group's advantage statistics, so a right probe
+    #: pushes its all-wrong group's originals down), ``masked`` (not the copied prefix)
+    #: or ``copy`` (the official behaviour: all of them, the prefix copied from its
+    #: parent included; the paper presets set it). ``group_only`` is the default because
+    #: it ended 2.1 test EM above ``copy`` [+0.6, +3.6] at ``tiny-synthwiki`` and level
+    #: at the trap (docs/results.md, issue 28). docs/credit.md says what each estimates.
+    probe_credit: str = "group_only"
     #: The originals' PPO denominator: ``mixture`` (official: the correction mode's,
     #: (1-α)·π_old under ``rexrag``) or ``policy`` (π_old and advantage weight 1, as
     #: in GRPO; probes keep the mode's mixture).

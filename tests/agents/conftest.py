@@ -9,7 +9,9 @@ from agents.rexrag import RexRagConfig
 
 
 def tiny_config(model_dir, task, **overrides) -> RexRagConfig:
-    """The tiny-cpu preset on the capital task, sized for a test."""
+    """The tiny-cpu preset on the capital task, sized for a test, with the official
+    ``probe_credit = copy``: these tests check that every part of a probe trains (the
+    default ``group_only`` trains none of it; tests/agents/rexrag/test_credit.py)."""
     return RexRagConfig.from_yaml(
         "tiny-cpu",
         {
@@ -21,6 +23,7 @@ def tiny_config(model_dir, task, **overrides) -> RexRagConfig:
             "probe_prob": 1.0,
             "keep_ratio": 1.0,
             "seed": 0,
+            "probe_credit": "copy",
             **overrides,
         },
     )

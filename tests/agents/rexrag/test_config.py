@@ -22,6 +22,8 @@ def test_official_defaults():
         0.001,
     )
     assert config.probe_trigger == "wrong_answer" and len(config.prompt_pool()) == 30
+    # the one default that is not the official one, chosen by issue 28 (docs/results.md)
+    assert (config.probe_credit, config.original_behaviour) == ("group_only", "mixture")
 
 
 @pytest.mark.parametrize(
@@ -152,7 +154,9 @@ def test_presets_load_and_validate():
     def algorithm_fields(config):
         return {k: v for k, v in config.to_yaml_dict().items() if k not in hardware}
 
-    assert algorithm_fields(paper) == algorithm_fields(RexRagConfig())  # the defaults
+    # the defaults, but the official probe credit, one option away from ours
+    assert algorithm_fields(paper) == algorithm_fields(RexRagConfig().training(probe_credit="copy"))
+    assert RexRagConfig().probe_credit == "group_only" and paper.probe_credit == "copy"
     assert (paper.num_learners, paper.backend, paper.learner_sharding) == (8, "vllm", "fsdp")
     # one learner and one vLLM EnvRunner per GPU, 8 GPUs in Ray's accounting
     assert paper.num_learners * (paper.num_gpus_per_learner + paper.num_gpus_per_env_runner) == 8
