@@ -28,7 +28,11 @@ paired difference of test EM and of held-out EM with its 95% interval, marked
 "decided" when it excludes 0 or is narrower than ±3 EM points. Each run's history is
 saved as it finishes (``DIR/runs/<setting>-seed<k>.json``; a rerun with the same
 ``--out`` skips the runs already there), with ``runs.csv``, ``differences.csv`` and
-``curves.png`` beside them.
+``curves.png`` beside them. A run in progress keeps its metrics and newest checkpoint in
+``DIR/partial/<setting>-seed<k>/`` after every iteration, so a rerun after a cut session
+continues it with the same numbers; two launches into one ``--out`` (one per core)
+share its runs, each run trained by whichever claims it first
+(:mod:`agents.runs.partial_run`).
 
 ``--blind`` is for the runs that decide (launch them all before looking at any): it
 trains and saves every run as usual but prints no outcome (no held-out EM per iteration,
@@ -43,6 +47,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -136,28 +141,36 @@ def held_out_em(policy_dir, config, dataset: str, limit: int | None) -> dict[str
     }
 
 
-def run(args, key: str, seed: int) -> dict:
+def run(args, key: str, seed: int, work: Path) -> dict:
     """One training run: its per-iteration metrics, held-out EM every ``track_every``
-    iterations, final test EM and wall time."""
+    iterations, final test EM and training seconds. It keeps its progress in ``work``
+    after every iteration and continues from there when a cut session left it
+    (:mod:`agents.runs.partial_run`)."""
     from agents.rexrag import RexRagConfig
     from agents.rexrag.rexrag import METRICS_KEY
+    from agents.runs.partial_run import keep_progress, restore_progress
 
     overrides = {**SETTINGS[key][1], "seed": seed}
     config = RexRagConfig.from_yaml(args.config, overrides)
+    work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     algo = config.build_algo()
-    history, tracked, tracked_multi_hop = [], {}, {}
     try:
+        done = restore_progress(algo, work)
+        before = done.seconds
         with tempfile.TemporaryDirectory() as directory:
-            for iteration in range(1, args.iterations + 1):
-                history.append(algo.train()[METRICS_KEY])
+            for iteration in range(algo.iteration + 1, args.iterations + 1):
+                done.history.append(algo.train()[METRICS_KEY])
                 if iteration % args.track_every == 0 or iteration == args.iterations:
                     algo.export_policy(directory)
                     em = held_out_em(directory, config, args.track_dataset, None)
-                    tracked[iteration] = em["all"]
-                    tracked_multi_hop[iteration] = em["multi_hop"]
-                shown = None if args.blind else tracked.get(iteration)
+                    done.tracked[iteration] = em["all"]
+                    done.tracked_multi_hop[iteration] = em["multi_hop"]
+                shown = None if args.blind else done.tracked.get(iteration)
                 print(progress(key, seed, iteration, args.iterations, shown), flush=True)
+                done.seconds = before + time.perf_counter() - start
+                keep_progress(algo, work, done)
+            algo.export_policy(directory)  # the final policy, also when resumed at the end
             test_em = greedy_em(directory, config, args.eval_dataset, args.eval_limit)
     finally:
         algo.stop()
@@ -165,11 +178,11 @@ def run(args, key: str, seed: int) -> dict:
         "setting": key,
         "seed": seed,
         "overrides": overrides,
-        "history": history,
-        "tracked": tracked,
-        "tracked_multi_hop": tracked_multi_hop,
+        "history": done.history,
+        "tracked": done.tracked,
+        "tracked_multi_hop": done.tracked_multi_hop,
         "test_em": test_em,
-        "seconds": time.perf_counter() - start,
+        "seconds": before + time.perf_counter() - start,
     }
 
 
@@ -182,6 +195,10 @@ def progress(key: str, seed: int, iteration: int, iterations: int, em: float | N
 def run_name(key: str, seed: int) -> str:
     """A run's file stem in ``DIR/runs/`` and its name in ``meta.json``'s planned runs."""
     return f"{key}-seed{seed}"
+
+
+#: Under an experiment's directory: each run in progress (its work directory and lock).
+PARTIAL_DIR = "partial"
 
 
 def save_run(path: Path, record: dict) -> None:
@@ -598,6 +615,7 @@ def main() -> None:
     import ray
 
     from agents.rexrag import RexRagConfig
+    from agents.runs.partial_run import claimed
     from agents.runs.ray_cluster import init_ray
 
     unknown = set(args.settings.split(",")) - set(SETTINGS)
@@ -635,10 +653,16 @@ def main() -> None:
     try:
         for seed in seeds:
             for key in args.settings.split(","):  # seed-major: every seed completes all settings
-                path = out / "runs" / f"{run_name(key, seed)}.json"
+                name = run_name(key, seed)
+                path = out / "runs" / f"{name}.json"
                 if path.is_file():
                     continue
-                save_run(path, run(args, key, seed))
+                with claimed(out / PARTIAL_DIR / f"{name}.lock") as ours:
+                    if not ours or path.is_file():  # another launch trains it, or just did
+                        continue
+                    work = out / PARTIAL_DIR / name
+                    save_run(path, run(args, key, seed, work))
+                    shutil.rmtree(work)
     finally:
         ray.shutdown()
     missing = still_hidden(meta, out)

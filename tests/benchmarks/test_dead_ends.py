@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import sys
@@ -91,3 +92,79 @@ def test_a_run_record_is_written_whole(tmp_path):
     dead_ends.save_run(path, {"setting": "grpo", "seed": 4})
     assert json.loads(path.read_text()) == {"setting": "grpo", "seed": 4}
     assert [p.name for p in tmp_path.iterdir()] == ["grpo-seed4.json"]
+
+
+#: Per-iteration metrics that depend on the run's state alone (not on timing).
+RESUMED_METRICS = ("accuracy_original", "probes_kept", "policy_loss", "kl", "keep_ratio")
+
+
+@pytest.fixture
+def small_setting(monkeypatch, answering_model_dir, capital_task):
+    """A REX-RAG setting on the sanity task, sized for a test; its keep ratio moves, so a
+    resume that lost the algorithm's state would train differently."""
+    overrides = {
+        "llm": str(answering_model_dir),
+        "dataset": str(capital_task),
+        "questions_per_iteration": 4,
+        "group_size": 3,
+        "max_new_tokens_per_turn": 24,
+        "probe_prob": 1.0,
+        "keep_ratio": 0.9,
+        "probe_credit": "copy",
+    }
+    monkeypatch.setitem(dead_ends.SETTINGS, "small", ("small", overrides))
+    return argparse.Namespace(
+        config="tiny-cpu",
+        iterations=3,
+        track_every=2,
+        track_dataset=str(capital_task),
+        eval_dataset=str(capital_task),
+        eval_limit=None,
+        blind=True,
+    )
+
+
+def test_a_run_cut_by_the_session_end_continues_with_the_same_numbers(
+    small_setting, tmp_path, monkeypatch, capsys
+):
+    import ray
+
+    from agents.runs import partial_run
+    from agents.runs.run_directory import RunDirectoryError
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        whole = dead_ends.run(small_setting, "small", 0, tmp_path / "whole")
+
+        keep = partial_run.keep_progress
+
+        def session_ends_after_iteration_2(algo, work, progress):
+            keep(algo, work, progress)
+            if algo.iteration == 2:
+                raise KeyboardInterrupt  # the session's end
+
+        work = tmp_path / "cut"
+        monkeypatch.setattr(partial_run, "keep_progress", session_ends_after_iteration_2)
+        with pytest.raises(KeyboardInterrupt):
+            dead_ends.run(small_setting, "small", 0, work)
+        monkeypatch.setattr(partial_run, "keep_progress", keep)
+
+        progress = work / partial_run.PROGRESS_FILE
+        saved = progress.read_text()
+        progress.unlink()  # a checkpoint without its progress is refused, not started over
+        with pytest.raises(RunDirectoryError, match="remove the directory to start the run over"):
+            dead_ends.run(small_setting, "small", 0, work)
+        progress.write_text(saved)
+
+        capsys.readouterr()
+        resumed = dead_ends.run(small_setting, "small", 0, work)
+        trained = capsys.readouterr().out
+    finally:
+        ray.shutdown()
+    assert "iteration 3/3" in trained and "iteration 2/3" not in trained  # continued
+    assert len(resumed["history"]) == len(whole["history"]) == 3
+    for row, expected in zip(resumed["history"], whole["history"], strict=True):
+        for name in RESUMED_METRICS:
+            assert row[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-6), name
+    assert resumed["tracked"] == whole["tracked"] and set(whole["tracked"]) == {2, 3}
+    assert resumed["test_em"] == whole["test_em"]
