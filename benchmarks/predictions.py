@@ -5,7 +5,8 @@
 ``DIR``s are ``benchmarks/dead_ends.py`` output directories: the decision's runs at
 ``tiny-synthwiki`` and at ``tiny-synthwiki-trap``, and the trap's screen (which chose
 its "best REX-RAG setting", and holds ``masked``'s trap runs when the decision does
-not); ``--long``: the 40-iteration follow-up at the trap (P5, exploratory). Prints
+not); ``--long``: the 40-iteration follow-up at the trap (P5, and P6 once it holds
+``group_only``'s runs; both exploratory). Prints
 each prediction's parts with their 95% intervals (paired by seed, Student-t, EM
 points), the rule that judges each and the outcome: confirmed, refuted or undecided;
 then the default ``probe_credit`` that item 6's rule chooses, with the parts it rests
@@ -351,6 +352,25 @@ def judge_follow_up(long: Runs) -> Prediction:
     return Prediction(parts, all_of([any_of(learners), parts[-1].outcome]))
 
 
+def judge_default_at_length(long: Runs) -> Prediction:
+    """P6 (pre-registered after P5's outcome): over the same 40 iterations, probes kept in
+    the group statistics only do not escape as the official credit does: ``rexrag`` beats
+    ``group_only`` on final test EM, and ``group_only``'s self-doubt rise does not exceed
+    GRPO's (paired)."""
+    lead = long.difference("rexrag", "group_only", test_em)
+    doubt = long.difference("group_only", "grpo", self_doubt_rise, scale=1.0)
+    parts = [
+        Part("rexrag beats group_only, final test EM", long.name, lead, beats(lead)),
+        Part(
+            "self-doubt rise, group_only − GRPO, not above 0",
+            long.name,
+            doubt,
+            does_not_rise(doubt),
+        ),
+    ]
+    return Prediction(parts, all_of([part.outcome for part in parts]))
+
+
 def print_prediction(name: str, prediction: Prediction) -> None:
     for part in prediction.parts:
         digits = 3 if "self-doubt" in part.claim else 1
@@ -366,7 +386,7 @@ def main() -> None:
     parser.add_argument("--tiny", required=True, type=Path, help="tiny-synthwiki's decision")
     parser.add_argument("--trap", required=True, type=Path, help="the trap's decision")
     parser.add_argument("--trap-screen", required=True, type=Path, help="the trap's screen")
-    parser.add_argument("--long", type=Path, help="the 40-iteration follow-up (P5)")
+    parser.add_argument("--long", type=Path, help="the 40-iteration follow-up (P5, P6)")
     parser.add_argument("--figure", type=Path, help="also draw the README's figure here")
     args = parser.parse_args()
     tiny, trap, trap_screen = Runs(args.tiny), Runs(args.trap), Runs(args.trap_screen)
@@ -377,7 +397,10 @@ def main() -> None:
     choice, parts = probe_credit_rule(tiny, trap)
     print_prediction("default probe_credit", Prediction(parts, choice))
     if args.long:
-        print_prediction("P5", judge_follow_up(Runs(args.long)))
+        long = Runs(args.long)
+        print_prediction("P5", judge_follow_up(long))
+        if long.has("group_only"):
+            print_prediction("P6", judge_default_at_length(long))
     if args.figure:
         print(f"\nfigure: {plot_decisions(tiny, trap, args.figure)}")
 

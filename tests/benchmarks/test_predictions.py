@@ -122,6 +122,18 @@ def test_the_follow_up_judged_on_the_trap_screen():
     assert judged.outcome == REFUTED
 
 
+def test_p6_judged_on_the_trap_decision():
+    """The trap decision stands in for P6's 40 iterations: after 10, the official credit
+    is level with group_only (refuted), and group_only's originals doubt no more than
+    GRPO's."""
+    trap = predictions.Runs(SCREEN.parent / "decision-tiny-synthwiki-trap")
+    judged = predictions.judge_default_at_length(trap)
+    lead, doubt = judged.parts
+    assert lead.interval.format() == "+0.6 [-0.5, +1.7]" and lead.outcome == REFUTED
+    assert doubt.outcome == CONFIRMED and doubt.interval.low <= 0 < doubt.interval.high
+    assert judged.outcome == REFUTED
+
+
 def test_the_default_rule_keeps_copy_on_the_screens():
     """On the screens standing in for the decisions, group_only − copy's final test EM
     interval at tiny-synthwiki reaches below level (+5.2 [-4.0, +14.4]), so the rule keeps
