@@ -149,6 +149,7 @@ def run(args, key: str, seed: int, work: Path) -> dict:
     from agents.rexrag import RexRagConfig
     from agents.rexrag.rexrag import METRICS_KEY
     from agents.runs.partial_run import keep_progress, restore_progress
+    from agents.runs.run_directory import resolve_policy
 
     overrides = {**SETTINGS[key][1], "seed": seed}
     config = RexRagConfig.from_yaml(args.config, overrides)
@@ -170,8 +171,8 @@ def run(args, key: str, seed: int, work: Path) -> dict:
                 print(progress(key, seed, iteration, args.iterations, shown), flush=True)
                 done.seconds = before + time.perf_counter() - start
                 keep_progress(algo, work, done)
-            algo.export_policy(directory)  # the final policy, also when resumed at the end
-            test_em = greedy_em(directory, config, args.eval_dataset, args.eval_limit)
+        # the final policy, as the newest checkpoint holds it (also when resumed at the end)
+        test_em = greedy_em(resolve_policy(work), config, args.eval_dataset, args.eval_limit)
     finally:
         algo.stop()
     return {
