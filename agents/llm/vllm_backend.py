@@ -7,8 +7,11 @@ module works without either; constructing a generator then fails with an install
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -37,12 +40,28 @@ INSTALL_HINT = (
 )
 
 
+#: The vLLM modules a generator uses, imported on a thread of their own (``_import_vllm``).
+VLLM_MODULES = ("vllm", "vllm.entrypoints.llm", "vllm.sampling_params")
+
+
 def _import_vllm():
-    try:
-        import vllm
-    except ImportError as error:
-        raise ImportError(f"VLLMGenerator needs vLLM: {INSTALL_HINT}") from error
-    return vllm
+    """vLLM, its modules imported on a fresh thread.
+
+    vLLM keeps the exception of an optional backend it fails to import (torchcodec's
+    ``ImportError`` in ``vllm.multimodal.media.audio``), and the exception's traceback
+    keeps every frame of the stack that imported it. Imported from a generator built
+    inside ``Algorithm.setup``, that stack held the algorithm: the first one built in a
+    process was never freed, nor its learner, nor its engine's processes, and a driver
+    that trains one run after another (``benchmarks/dead_ends.py``) ran out of memory
+    on its second SmolLM2 run. A new thread's stack holds none of the caller's frames.
+    """
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        try:
+            for name in VLLM_MODULES:
+                thread.submit(importlib.import_module, name).result()
+        except ImportError as error:
+            raise ImportError(f"VLLMGenerator needs vLLM: {INSTALL_HINT}") from error
+    return sys.modules["vllm"]
 
 
 class VLLMGenerator:
@@ -131,6 +150,13 @@ class VLLMGenerator:
             self.llm.wake_up(tags=["kv_cache"])
             self.asleep = False
         self.llm.reset_prefix_cache()
+
+    def close(self) -> None:
+        """Stop the engine's processes now (idempotent). vLLM stops them only when the
+        ``LLM`` object is collected, and an algorithm, full of reference cycles, may
+        wait long for that: a driver training run after run held every finished run's
+        engine (gigabytes each) meanwhile."""
+        self.llm.llm_engine.engine_core.shutdown()
 
     def sleep(self) -> None:
         """Free the engine's GPU memory for the learner (``sleep_level`` > 0; else a

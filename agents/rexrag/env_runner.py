@@ -192,7 +192,12 @@ class RexRagEnvRunner(EnvRunner):
             self._weights_seq_no = max(self._weights_seq_no, sequence)
 
     def stop(self) -> None:
+        """Stop sampling and a vLLM engine's processes (which outlive the runner object
+        until it is collected; the HF backend has nothing outside this process)."""
         self.sampler = None
+        close = getattr(self.generator, "close", None)
+        if close is not None:
+            close()
 
 
 def _error_report(error: Exception) -> str:

